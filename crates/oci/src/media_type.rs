@@ -80,8 +80,14 @@ mod tests {
                 r#"{"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#,
                 Some(MediaType::DockerManifestList),
             ),
-            (r#"{"schemaVersion":2,"manifests":[]}"#, Some(MediaType::OciIndex)),
-            (r#"{"schemaVersion":2,"config":{},"layers":[]}"#, Some(MediaType::OciManifest)),
+            (
+                r#"{"schemaVersion":2,"manifests":[]}"#,
+                Some(MediaType::OciIndex),
+            ),
+            (
+                r#"{"schemaVersion":2,"config":{},"layers":[]}"#,
+                Some(MediaType::OciManifest),
+            ),
             (r#"{"mediaType":"text/plain"}"#, None),
             (r#"{"architecture":"amd64"}"#, None),
             ("\u{0}\u{1}binary", None),

@@ -42,9 +42,8 @@ pub fn parse_route(path: &str) -> Result<Route, RegistryError> {
     if kind != "manifests" && kind != "blobs" {
         return Err(unknown());
     }
-    let repository = Repository::parse(name).ok_or_else(|| {
-        RegistryError::new(ErrorCode::NameInvalid, "invalid repository name")
-    })?;
+    let repository = Repository::parse(name)
+        .ok_or_else(|| RegistryError::new(ErrorCode::NameInvalid, "invalid repository name"))?;
     let digest = |s: &str| {
         s.parse::<Digest>()
             .map_err(|e| RegistryError::new(ErrorCode::DigestInvalid, e.to_string()))
@@ -135,15 +134,24 @@ mod tests {
             ("/v2".into(), Ok("version")),
             ("/livez".into(), Ok("livez")),
             ("/readyz".into(), Ok("readyz")),
-            ("/v2/library/nginx/manifests/latest".into(), Ok("manifest-tag")),
-            (format!("/v2/library/nginx/manifests/{D}"), Ok("manifest-digest")),
+            (
+                "/v2/library/nginx/manifests/latest".into(),
+                Ok("manifest-tag"),
+            ),
+            (
+                format!("/v2/library/nginx/manifests/{D}"),
+                Ok("manifest-digest"),
+            ),
             (format!("/v2/a/b/c/blobs/{D}"), Ok("blob")),
             // A repository may itself end in "manifests" or "blobs".
             (format!("/v2/x/blobs/blobs/{D}"), Ok("blob")),
             ("/v2/x/manifests/manifests/v1".into(), Ok("manifest-tag")),
             ("/".into(), Err(UnknownEndpoint)),
             ("/v2/library/nginx/tags/list".into(), Err(UnknownEndpoint)),
-            ("/v2/library/nginx/blobs/uploads/".into(), Err(UnknownEndpoint)),
+            (
+                "/v2/library/nginx/blobs/uploads/".into(),
+                Err(UnknownEndpoint),
+            ),
             ("/v2/_catalog".into(), Err(UnknownEndpoint)),
             ("/v3/x/blobs/y".into(), Err(UnknownEndpoint)),
             ("/v2/manifests/latest".into(), Err(UnknownEndpoint)),
@@ -154,8 +162,14 @@ mod tests {
             (format!("/v2/UPPER/blobs/{D}"), Err(NameInvalid)),
             ("/v2/a/blobs/sha256:abc".into(), Err(DigestInvalid)),
             ("/v2/a/blobs/latest".into(), Err(DigestInvalid)),
-            ("/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".into(), Err(DigestInvalid)),
-            ("/v2/a/blobs/sha256:..%2F..%2Fetc%2Fpasswd".into(), Err(DigestInvalid)),
+            (
+                "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+                Err(DigestInvalid),
+            ),
+            (
+                "/v2/a/blobs/sha256:..%2F..%2Fetc%2Fpasswd".into(),
+                Err(DigestInvalid),
+            ),
             ("/v2/a/manifests/sha256:zz".into(), Err(DigestInvalid)),
             ("/v2/a/manifests/.bad".into(), Err(TagInvalid)),
             ("/v2/a/manifests/".into(), Err(TagInvalid)),

@@ -1,0 +1,20 @@
+//! spegel's view of containerd: what the node holds and how to read it.
+//!
+//! Owns the [`ContentStore`] abstraction the registry serves from, and [`Containerd`], its
+//! implementation over containerd's gRPC API (Images, Content, Version; only calls that
+//! containerd 1.6 already has) plus direct reads of the content directory.
+//!
+//! The store is an abstraction on purpose: a later implementation can stream a blob that is
+//! still being written (containerd's `ingest/<ref>/data` grows until it is renamed into
+//! `blobs/sha256/`), which is how many nodes cold-pulling one image cost one download.
+//!
+//! Never calls the network beyond containerd's socket, never writes to containerd.
+
+mod client;
+mod error;
+mod file;
+mod store;
+
+pub use client::{Containerd, ContainerdConfig};
+pub use error::{Error, Result};
+pub use store::{BlobStream, ContentStore};

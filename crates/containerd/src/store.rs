@@ -1,0 +1,42 @@
+//! The content store the registry serves from.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use spegel_oci::{Digest, Repository, Tag};
+
+use crate::Result;
+
+/// Bytes of a blob, streamed in chunks; an `Err` item means the stream broke.
+pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// Content held on this node, addressed the way registry requests address it.
+///
+/// Implementations must stream (never load a whole blob into memory) and must only ever
+/// read content the node holds: a digest is the only handle to a blob.
+pub trait ContentStore: Clone + Send + Sync + 'static {
+    /// The digest that `<registry>/<repository>:<tag>` points at, if the node has that image.
+    fn resolve_tag(
+        &self,
+        registry: &str,
+        repository: &Repository,
+        tag: &Tag,
+    ) -> impl Future<Output = Result<Option<Digest>>> + Send;
+
+    /// The size of the blob with `digest`, if the node holds it.
+    fn size(&self, digest: &Digest) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// Streams `len` bytes of the blob starting at byte `first`.
+    fn read(
+        &self,
+        digest: &Digest,
+        first: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<BlobStream>> + Send;
+
+    /// Succeeds when the store can answer right now.
+    fn check(&self) -> impl Future<Output = Result<()>> + Send;
+}

@@ -1,0 +1,141 @@
+//! Command line and environment: every flag has a `SPEGEL_…` environment twin.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Peer-to-peer OCI registry mirror serving containerd's content store.
+#[derive(Debug, Parser)]
+#[command(name = "spegel-node", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve containerd's content as a read-only OCI registry (the daemon).
+    Registry(RegistryArgs),
+}
+
+/// Logging flags, shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Minimum level to log (error, warn, info, debug, trace), or a tracing filter such as
+    /// `info,spegel_registry=debug`.
+    #[arg(long, env = "SPEGEL_LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long, env = "SPEGEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for journald/log shippers).
+    Json,
+}
+
+/// Flags of `spegel-node registry`.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Address the registry listens on; `:PORT` means every IPv4 address.
+    #[arg(long, env = "SPEGEL_REGISTRY_ADDR", default_value = ":5000", value_parser = parse_addr)]
+    pub registry_addr: SocketAddr,
+    /// containerd's gRPC socket.
+    #[arg(
+        long,
+        env = "SPEGEL_CONTAINERD_SOCK",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_sock: PathBuf,
+    /// containerd namespace whose images are served (kubelet uses k8s.io).
+    #[arg(long, env = "SPEGEL_CONTAINERD_NAMESPACE", default_value = "k8s.io")]
+    pub containerd_namespace: String,
+    /// containerd's content directory; blobs are read from it directly when readable, else
+    /// streamed over containerd's API.
+    #[arg(
+        long,
+        env = "SPEGEL_CONTAINERD_CONTENT_PATH",
+        default_value = "/var/lib/containerd/io.containerd.content.v1.content"
+    )]
+    pub containerd_content_path: PathBuf,
+    /// How long open requests may finish after SIGTERM/SIGINT (e.g. 10s, 500ms, 1m).
+    #[arg(long, env = "SPEGEL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Most client connections served at once.
+    #[arg(long, env = "SPEGEL_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+/// Parses `HOST:PORT`, `[V6]:PORT` or `:PORT` (all IPv4 addresses).
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let error = || format!("{s:?} is not an address: use HOST:PORT or :PORT, e.g. :5000");
+    match s.strip_prefix(':') {
+        Some(port) => {
+            let port = port.parse::<u16>().map_err(|_| error())?;
+            Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        }
+        None => s.parse().map_err(|_| error()),
+    }
+}
+
+/// Parses a duration such as `250ms`, `10s`, `2m` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let error = || format!("{s:?} is not a duration: use e.g. 250ms, 10s, 2m");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| error())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(error()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn addresses_accept_a_bare_port() {
+        assert_eq!(
+            parse_addr(":5000").unwrap(),
+            "0.0.0.0:5000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("127.0.0.1:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("[::1]:5000").unwrap(),
+            "[::1]:5000".parse().unwrap()
+        );
+        assert!(parse_addr(":http").is_err());
+        assert!(parse_addr("localhost").is_err());
+    }
+
+    #[test]
+    fn durations_take_a_unit() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

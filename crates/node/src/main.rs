@@ -1,0 +1,52 @@
+//! `spegel-node`: the host daemon. Parse config → init telemetry → build → run → shut down.
+//! Everything else lives in the library crates.
+
+mod config;
+mod registry;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use config::{Cli, Command};
+
+/// Exit code for a configuration an operator must fix (EX_USAGE).
+const EXIT_BAD_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_BAD_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Err(e) = telemetry::init(&cli.log) {
+        eprintln!("spegel-node: {e:#}");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("spegel-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Registry(args) => registry::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "spegel-node failed");
+            ExitCode::FAILURE
+        }
+    }
+}

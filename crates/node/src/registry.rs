@@ -1,0 +1,56 @@
+//! `spegel-node registry`: wiring the containerd store, the registry server and shutdown.
+
+use anyhow::Context;
+use spegel_containerd::{Containerd, ContainerdConfig, ContentStore};
+use spegel_registry::{Registry, ServerConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RegistryArgs;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+
+    let store = Containerd::new(ContainerdConfig {
+        socket: args.containerd_sock.clone(),
+        namespace: args.containerd_namespace.clone(),
+        content_dir: Some(args.containerd_content_path.clone()),
+    })?;
+    match store.check().await {
+        Ok(()) => info!(socket = %args.containerd_sock.display(), "containerd reachable"),
+        Err(e) => warn!(error = %e, "containerd not reachable yet; serving 404s until it is"),
+    }
+
+    let listener = TcpListener::bind(args.registry_addr)
+        .await
+        .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
+    info!(addr = %listener.local_addr()?, "registry listening");
+    let config = ServerConfig {
+        max_connections: args.max_connections,
+        shutdown_grace: args.shutdown_grace,
+        ..ServerConfig::default()
+    };
+    spegel_registry::serve(listener, Registry::new(store), config, shutdown).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
+    }
+    shutdown.cancel();
+}

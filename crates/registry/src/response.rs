@@ -1,0 +1,54 @@
+//! Building responses: bodies, OCI errors on the wire, and the registry's headers.
+
+use std::io;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use spegel_containerd::BlobStream;
+use spegel_oci::RegistryError;
+
+/// The body of every response the registry sends.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// An empty body (HEAD responses, redirects).
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body of bytes already in memory (manifests, small JSON).
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body streamed from the content store.
+pub fn stream(blob: BlobStream) -> Body {
+    StreamBody::new(blob.map_ok(Frame::data)).boxed_unsync()
+}
+
+/// The OCI error response for `error`; `head` leaves the body out (but keeps its length).
+pub fn error(error: &RegistryError, head: bool) -> Response<Body> {
+    let json = error.body();
+    let mut response = Response::new(if head { empty() } else { full(json.clone()) });
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(json.len()));
+    response
+}
+
+/// A plain-text response such as `/livez`'s.
+pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
