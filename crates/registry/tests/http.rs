@@ -5,6 +5,8 @@
 //! status and header can be checked in isolation; the same requests against a real
 //! containerd run in `tests/registry.rs` at the workspace root.
 
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
