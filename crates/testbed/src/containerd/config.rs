@@ -1,0 +1,183 @@
+//! The `config.toml` for a throwaway containerd 1.6 that shares the machine with others.
+//!
+//! Everything a containerd would normally put in a system-wide place (sockets, root,
+//! state, `/opt/containerd`, the CNI config dir it creates and watches) points into the
+//! instance's own directory, and the CRI streaming server binds an ephemeral loopback
+//! port, so any number of instances can run side by side.
+
+use std::path::{Path, PathBuf};
+
+/// Where one containerd instance keeps its files, all under one directory.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    /// The directory holding everything below.
+    pub(super) dir: PathBuf,
+    /// `--root`: persistent data, including the content store.
+    pub(super) root: PathBuf,
+    /// `--state`: runtime state.
+    pub(super) state: PathBuf,
+    /// The gRPC socket (`--address`).
+    pub(super) socket: PathBuf,
+    /// The ttrpc socket.
+    pub(super) ttrpc_socket: PathBuf,
+    /// The CRI registry `config_path` (`certs.d`).
+    pub(super) hosts_dir: PathBuf,
+    /// The generated `config.toml`.
+    pub(super) config: PathBuf,
+    /// containerd's stdout and stderr.
+    pub(super) log: PathBuf,
+}
+
+impl Layout {
+    /// The layout for an instance living in `dir`. Socket names are kept short: unix
+    /// socket paths must stay under about 100 bytes.
+    pub(super) fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            root: dir.join("root"),
+            state: dir.join("state"),
+            socket: dir.join("c.sock"),
+            ttrpc_socket: dir.join("c.sock.ttrpc"),
+            hosts_dir: dir.join("certs.d"),
+            config: dir.join("config.toml"),
+            log: dir.join("containerd.log"),
+        }
+    }
+}
+
+/// Plugins that cannot work here (no such filesystems) or would only add noise.
+const DISABLED_PLUGINS: &[&str] = &[
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.zfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.internal.v1.tracing",
+    "io.containerd.tracing.processor.v1.otlp",
+];
+
+/// Renders `config.toml` (version 2) for `layout`.
+pub(super) fn render(layout: &Layout) -> String {
+    let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
+    let path = |p: &Path| toml_string(&p.to_string_lossy());
+    format!(
+        r#"version = 2
+root = {root}
+state = {state}
+disabled_plugins = [{disabled}]
+
+[grpc]
+  address = {socket}
+
+[ttrpc]
+  address = {ttrpc}
+
+[debug]
+  address = ""
+  level = "info"
+
+[metrics]
+  address = ""
+
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = {opt}
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = {cni_bin}
+      conf_dir = {cni_conf}
+
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "native"
+      discard_unpacked_layers = false
+
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = {hosts}
+"#,
+        root = path(&layout.root),
+        state = path(&layout.state),
+        disabled = disabled.join(", "),
+        socket = path(&layout.socket),
+        ttrpc = path(&layout.ttrpc_socket),
+        opt = path(&layout.dir.join("opt")),
+        cni_bin = path(&layout.dir.join("cni/bin")),
+        cni_conf = path(&layout.dir.join("cni/net.d")),
+        hosts = path(&layout.hosts_dir),
+    )
+}
+
+/// A TOML basic string holding `value`.
+pub(super) fn toml_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `hosts.toml` that sends pulls for a registry to plain-HTTP `upstream_host`.
+///
+/// containerd ignores a `hosts.toml` holding only `server`, so the host is also listed
+/// with its capabilities.
+pub(super) fn plain_http_hosts_toml(upstream_host: &str) -> String {
+    let url = toml_string(&format!("http://{upstream_host}"));
+    format!("server = {url}\n\n[host.{url}]\n  capabilities = [\"pull\", \"resolve\"]\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_in_the_config_stays_inside_the_instance_dir() {
+        let layout = Layout::new(Path::new("/tmp/ctd-abc"));
+        let config = render(&layout);
+
+        let paths: Vec<&str> = config
+            .split('"')
+            .filter(|piece| piece.starts_with('/'))
+            .collect();
+
+        assert!(paths.len() >= 8, "{config}");
+        for path in paths {
+            assert!(
+                path.starts_with("/tmp/ctd-abc/"),
+                "{path} escapes: {config}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_config_uses_native_snapshotter_and_keeps_layers() {
+        let config = render(&Layout::new(Path::new("/tmp/x")));
+        assert!(config.contains(r#"snapshotter = "native""#));
+        assert!(config.contains("discard_unpacked_layers = false"));
+        assert!(config.contains(r#"stream_server_port = "0""#));
+        assert!(config.contains(r#"config_path = "/tmp/x/certs.d""#));
+    }
+
+    #[test]
+    fn toml_string_escapes_quotes_backslashes_and_controls() {
+        assert_eq!(toml_string("a\"b\\c\n"), r#""a\"b\\c\u000A""#);
+    }
+
+    #[test]
+    fn plain_http_hosts_toml_names_server_and_host_with_capabilities() {
+        assert_eq!(
+            plain_http_hosts_toml("127.0.0.1:5000"),
+            "server = \"http://127.0.0.1:5000\"\n\n\
+             [host.\"http://127.0.0.1:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        );
+    }
+}

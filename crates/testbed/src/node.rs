@@ -1,0 +1,217 @@
+//! A `spegel-node registry` process next to a testbed [`Containerd`], on a free
+//! loopback port, with its output in a log file.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+use tokio::process::Command;
+
+use crate::containerd::{Containerd, K8S_NAMESPACE};
+use crate::process::Process;
+
+/// Environment variable naming the `spegel-node` binary to run instead of the one next
+/// to the test binary.
+pub const BINARY_ENV: &str = "SPEGEL_NODE_BIN";
+
+/// How long the node may take to answer `GET /livez` with 200.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`SpegelNode::terminate`] waits after SIGTERM.
+const TERMINATE_GRACE: Duration = Duration::from_secs(15);
+
+/// Finds the `spegel-node` binary: `$SPEGEL_NODE_BIN` if set, else the binary in the
+/// cargo target directory of the running test (`target/<profile>/spegel-node`).
+pub fn spegel_node_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running test binary")?;
+    locate_binary(std::env::var_os(BINARY_ENV), &exe)
+}
+
+/// [`spegel_node_binary`] given the override and the running executable.
+fn locate_binary(env_override: Option<OsString>, exe: &Path) -> Result<PathBuf> {
+    if let Some(path) = env_override {
+        let path = PathBuf::from(path);
+        if !path.is_file() {
+            bail!("{BINARY_ENV}={} is not a file", path.display());
+        }
+        return Ok(path);
+    }
+    // Tests run as target/<profile>/deps/<name>-<hash>; examples and the demo as
+    // target/<profile>/examples/<name> or target/<profile>/<name>.
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("spegel-node"))
+        .collect();
+    candidates
+        .iter()
+        .find(|candidate| candidate.is_file())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "spegel-node not found at {candidates:?}; build it first: cargo build -p spegel-node (or set {BINARY_ENV})"
+            )
+        })
+}
+
+/// A running `spegel-node registry`. Dropping it kills the process and removes its log.
+pub struct SpegelNode {
+    // Declared before `dir` so the process is killed before its files are removed.
+    process: Option<Process>,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl SpegelNode {
+    /// Starts `spegel-node registry` against `containerd` with
+    /// `--registry-addr 127.0.0.1:<free port> --containerd-sock <socket>
+    /// --containerd-namespace k8s.io --containerd-content-path <content>
+    /// --log-level debug` followed by `extra_args`, and waits until `GET /livez`
+    /// answers 200. The binary is found by [`spegel_node_binary`].
+    pub async fn start(containerd: &Containerd, extra_args: &[&str]) -> Result<Self> {
+        Self::start_binary(&spegel_node_binary()?, containerd, extra_args).await
+    }
+
+    /// [`SpegelNode::start`] with an explicit binary.
+    pub async fn start_binary(
+        binary: &Path,
+        containerd: &Containerd,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("spegel-node-")
+            .tempdir()
+            .context("creating a temporary directory for spegel-node")?;
+        let addr = crate::port::free_loopback_addr()?;
+        let mut command = Command::new(binary);
+        command
+            .arg("registry")
+            .arg("--registry-addr")
+            .arg(addr.to_string())
+            .arg("--containerd-sock")
+            .arg(containerd.socket())
+            .args(["--containerd-namespace", K8S_NAMESPACE])
+            .arg("--containerd-content-path")
+            .arg(containerd.content_path())
+            .args(["--log-level", "debug"])
+            .args(extra_args);
+        let log = dir.path().join("spegel-node.log");
+        let mut process = Process::spawn("spegel-node", command, &log, &log)?;
+        wait_until_live(&mut process, addr).await?;
+        Ok(Self {
+            process: Some(process),
+            addr,
+            dir,
+        })
+    }
+
+    /// The registry address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `127.0.0.1:PORT`, as written in a `hosts.toml` mirror entry.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The log file (stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("spegel-node.log")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> Result<String> {
+        let path = self.log_path();
+        read_lossy(&path)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit; returns its status.
+    /// Errors if it had already been terminated or had to be killed.
+    pub async fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut process = self
+            .process
+            .take()
+            .context("spegel-node was already terminated")?;
+        process.terminate(TERMINATE_GRACE).await
+    }
+}
+
+async fn wait_until_live(process: &mut Process, addr: SocketAddr) -> Result<()> {
+    let url = format!("http://{addr}/livez");
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        process.ensure_running()?;
+        let status = crate::http::get(&url, &[]).await.map(|r| r.status);
+        if let Ok(200) = status {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "spegel-node did not answer GET {url} with 200 within {START_TIMEOUT:?} (last: {status:?}); log tail:\n{}",
+                process.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn read_lossy(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_binary_override_must_name_a_file() {
+        let missing = "/nonexistent/spegel-node";
+        let error = locate_binary(Some(missing.into()), Path::new("/x/deps/t")).unwrap_err();
+        assert!(error.to_string().contains(missing), "{error}");
+    }
+
+    #[test]
+    fn the_binary_override_wins_when_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("my-node");
+        std::fs::write(&binary, b"").unwrap();
+
+        let found = locate_binary(Some(binary.clone().into()), Path::new("/x/deps/t")).unwrap();
+
+        assert_eq!(found, binary);
+    }
+
+    #[test]
+    fn the_binary_is_found_in_the_profile_dir_above_deps() {
+        let profile = tempfile::tempdir().unwrap();
+        std::fs::create_dir(profile.path().join("deps")).unwrap();
+        std::fs::write(profile.path().join("spegel-node"), b"").unwrap();
+        let exe = profile.path().join("deps").join("e2e-0123abcd");
+
+        let found = locate_binary(None, &exe).unwrap();
+
+        assert_eq!(found, profile.path().join("spegel-node"));
+    }
+
+    #[test]
+    fn a_missing_binary_says_how_to_build_it() {
+        let profile = tempfile::tempdir().unwrap();
+        let exe = profile.path().join("deps").join("e2e-0123abcd");
+
+        let error = locate_binary(None, &exe).unwrap_err().to_string();
+
+        assert!(error.contains("cargo build -p spegel-node"), "{error}");
+    }
+}
