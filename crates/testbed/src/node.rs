@@ -125,6 +125,12 @@ impl SpegelNode {
         format!("http://{}", self.addr)
     }
 
+    /// The process id of the running node (for reading `/proc/<pid>/status`); `None`
+    /// once it has been terminated.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|process| process.id())
+    }
+
     /// The log file (stdout and stderr).
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("spegel-node.log")

@@ -92,6 +92,11 @@ impl Process {
         }
     }
 
+    /// The OS process id, `None` once the process has been reaped.
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// The last lines of the process's log, for error messages.
     pub(crate) fn log_tail(&self) -> String {
         log_tail(&self.log_path)

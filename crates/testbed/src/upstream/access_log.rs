@@ -4,12 +4,16 @@
 /// One request the upstream registry logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedRequest {
+    /// The client's address as the registry saw it, e.g. `10.231.0.3`.
+    pub client: String,
     /// The HTTP method, e.g. `GET`.
     pub method: String,
     /// The request target, e.g. `/v2/test/img/blobs/sha256:…`.
     pub path: String,
     /// The response status.
     pub status: u16,
+    /// Bytes of response body sent (0 where the log says `-`).
+    pub bytes: u64,
 }
 
 impl LoggedRequest {
@@ -31,6 +35,7 @@ pub(super) fn parse(text: &str) -> Vec<LoggedRequest> {
 
 /// Parses one combined-format line.
 fn parse_line(line: &str) -> Option<LoggedRequest> {
+    let client = line.split_whitespace().next()?;
     let (_, rest) = line.split_once('"')?;
     let (request_line, rest) = rest.split_once('"')?;
     let mut request = request_line.split_whitespace();
@@ -40,8 +45,12 @@ fn parse_line(line: &str) -> Option<LoggedRequest> {
     if !protocol.starts_with("HTTP/") || request.next().is_some() {
         return None;
     }
-    let status = rest.split_whitespace().next()?.parse().ok()?;
+    let mut fields = rest.split_whitespace();
+    let status = fields.next()?.parse().ok()?;
+    let bytes = fields.next().and_then(|b| b.parse().ok()).unwrap_or(0);
     Some(LoggedRequest {
+        client: client.to_owned(),
+        bytes,
         method: method.to_owned(),
         path: path.to_owned(),
         status,
@@ -92,6 +101,14 @@ mod tests {
     }
 
     #[test]
+    fn the_client_and_the_bytes_sent_are_read() {
+        let line = r#"10.231.0.3 - - [23/Nov/2026:13:29:31 +0000] "GET /v2/a/blobs/sha256:1 HTTP/1.1" 200 1048576 "" "x""#;
+        let parsed = parse_line(line).unwrap();
+        assert_eq!(parsed.client, "10.231.0.3");
+        assert_eq!(parsed.bytes, 1_048_576);
+    }
+
+    #[test]
     fn blob_gets_are_told_apart_from_uploads_and_manifests() {
         let cases = [
             ("GET", "/v2/test/img/blobs/sha256:abc", true),
@@ -104,9 +121,11 @@ mod tests {
         ];
         for (method, path, expected) in cases {
             let request = LoggedRequest {
+                client: "127.0.0.1".to_owned(),
                 method: method.to_owned(),
                 path: path.to_owned(),
                 status: 200,
+                bytes: 0,
             };
             assert_eq!(request.is_blob_get(), expected, "{method} {path}");
         }
