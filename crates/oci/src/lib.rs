@@ -10,6 +10,8 @@
 
 mod digest;
 mod error;
+mod filter;
+mod manifest;
 mod media_type;
 mod range;
 mod reference;
@@ -17,6 +19,8 @@ mod route;
 
 pub use digest::{Algorithm, Digest, DigestError, Verifier};
 pub use error::{ErrorCode, RegistryError};
+pub use filter::{FilterError, ImageFilter};
+pub use manifest::referenced_digests;
 pub use media_type::{MediaType, detect_manifest_media_type};
 pub use range::{ByteRange, RangeError, parse_range};
 pub use reference::{Reference, Repository, Tag};

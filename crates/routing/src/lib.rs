@@ -1,0 +1,28 @@
+//! spegel's content routing: which peers hold a key.
+//!
+//! A libp2p Kademlia DHT (TCP + Noise + yamux, protocol `/spegel/kad/1.0.0`, server mode) plus
+//! identify. One task owns the `Swarm` ([`swarm`]) and is driven by commands from cheap
+//! [`Router`] handles: advertise and withdraw [`Key`]s, resolve a key to [`Provider`]s (peers'
+//! registry addresses, never our own), and report how many peers we know.
+//!
+//! Bootstrap peers come from a [`Bootstrap`] source (static list, DNS, or any other the caller
+//! implements, such as the HTTP/mTLS bootstrapper); the router dials them, retries with capped
+//! backoff while it knows no peer, and refreshes periodically.
+//!
+//! This crate knows nothing of containerd or HTTP registries beyond the registry port a peer
+//! announces; it never calls them.
+
+mod bootstrap;
+mod error;
+mod identity;
+mod key;
+mod router;
+mod swarm;
+
+pub use bootstrap::{Bootstrap, BootstrapPeer, DnsBootstrap, StaticBootstrap, parse_peer_addr};
+pub use error::{Error, Result};
+pub use identity::load_or_create_identity;
+pub use key::Key;
+pub use libp2p::identity::Keypair;
+pub use libp2p::{Multiaddr, PeerId};
+pub use router::{Provider, Router, RouterConfig};

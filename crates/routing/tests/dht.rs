@@ -1,0 +1,111 @@
+//! Several routers on loopback in one process form a DHT: what one advertises, the others
+//! resolve, with the advertiser's registry port; never themselves.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spegel_oci::Digest;
+use spegel_routing::{Key, Keypair, Provider, Router, RouterConfig, StaticBootstrap};
+use tokio_util::sync::CancellationToken;
+
+async fn router(registry_port: u16, bootstrap: &[String], shutdown: &CancellationToken) -> Router {
+    let bootstrap = Arc::new(StaticBootstrap::new(bootstrap, 0).unwrap());
+    let config = RouterConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Keypair::generate_ed25519(),
+        registry_port,
+        bootstrap,
+    );
+    Router::start(config, shutdown.child_token())
+        .await
+        .unwrap()
+        .0
+}
+
+async fn resolve_within(router: &Router, key: &Key, limit: usize) -> Vec<Provider> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut rx = router.resolve(key, limit).await.unwrap();
+        let mut found = Vec::new();
+        while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+            found.push(p);
+        }
+        if found.len() >= limit || tokio::time::Instant::now() > deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn what_one_node_advertises_the_others_resolve() {
+    let shutdown = CancellationToken::new();
+    let a = router(5101, &[], &shutdown).await;
+    let seed = vec![a.listen_addr().to_string()];
+    let b = router(5102, &seed, &shutdown).await;
+    let c = router(5103, &seed, &shutdown).await;
+    for r in [&a, &b, &c] {
+        tokio::time::timeout(Duration::from_secs(10), r.wait_for_peers())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let key = Key::Digest(Digest::sha256_of(b"layer"));
+    a.advertise(vec![key.clone()]).await.unwrap();
+    b.advertise(vec![key.clone()]).await.unwrap();
+
+    let found = resolve_within(&c, &key, 2).await;
+    let mut ports: Vec<u16> = found.iter().map(|p| p.registry.port()).collect();
+    ports.sort();
+    assert_eq!(ports, [5101, 5102]);
+    assert!(found.iter().all(|p| p.registry.ip().is_loopback()));
+
+    // A node never resolves to itself.
+    let from_a = resolve_within(&a, &key, 1).await;
+    assert_eq!(from_a.len(), 1);
+    assert_eq!(from_a[0].peer, b.local_peer_id());
+
+    // A tag key works the same way.
+    let tag = Key::tag("example.com:5000", "test/img", "v1");
+    c.advertise(vec![tag.clone()]).await.unwrap();
+    let found = resolve_within(&a, &tag, 1).await;
+    assert_eq!(found[0].peer, c.local_peer_id());
+    assert_eq!(found[0].registry.port(), 5103);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_unknown_key_resolves_to_nobody_quickly() {
+    let shutdown = CancellationToken::new();
+    let a = router(5201, &[], &shutdown).await;
+    let b = router(5202, &[a.listen_addr().to_string()], &shutdown).await;
+    b.wait_for_peers().await.unwrap();
+    let key = Key::Digest(Digest::sha256_of(b"nobody has this"));
+    let mut rx = b.resolve(&key, 1).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, None);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_peer_given_without_its_id_is_joined() {
+    let shutdown = CancellationToken::new();
+    let a = router(5301, &[], &shutdown).await;
+    // Bare IP:PORT, no /p2p/ part.
+    let bare = a
+        .listen_addr()
+        .to_string()
+        .trim_start_matches("/ip4/")
+        .replace("/tcp/", ":");
+    let b = router(5302, &[bare], &shutdown).await;
+    tokio::time::timeout(Duration::from_secs(10), b.wait_for_peers())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.peer_count(), 1);
+    shutdown.cancel();
+}
