@@ -68,7 +68,7 @@ impl Containerd {
     }
 
     /// A request carrying the namespace header and a deadline.
-    fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
+    pub(crate) fn request<T>(&self, message: T, timeout: Option<Duration>) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .metadata_mut()
@@ -77,6 +77,11 @@ impl Containerd {
             request.set_timeout(timeout);
         }
         request
+    }
+
+    /// The shared gRPC channel.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The path of a blob in the content directory, if one is configured.

@@ -13,8 +13,10 @@
 mod client;
 mod error;
 mod file;
+mod inventory;
 mod store;
 
 pub use client::{Containerd, ContainerdConfig};
 pub use error::{Error, Result};
+pub use inventory::{ImageRecord, read_small};
 pub use store::{BlobStream, ContentStore};

@@ -72,6 +72,65 @@ pub struct RegistryArgs {
     /// Most client connections served at once.
     #[arg(long, env = "SPEGEL_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    #[command(flatten)]
+    pub p2p: P2pArgs,
+}
+
+/// Where bootstrap peers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BootstrapKind {
+    /// The peers in --bootstrap-peers (none: this node waits to be found).
+    Static,
+    /// Every address --bootstrap-dns-name resolves to.
+    Dns,
+    /// Ask the spegel-bootstrapper at --http-bootstrap-url over mTLS.
+    Http,
+}
+
+/// Peer-to-peer flags: the DHT, bootstrap, advertising and mirroring.
+#[derive(Debug, Args)]
+pub struct P2pArgs {
+    /// Address the libp2p router listens on; `:PORT` means every IPv4 address.
+    #[arg(long, env = "SPEGEL_ROUTER_ADDR", default_value = ":5001", value_parser = parse_addr)]
+    pub router_addr: SocketAddr,
+    /// Directory for state that should survive restarts (the node's identity key). Without
+    /// it the peer ID changes on every start.
+    #[arg(long, env = "SPEGEL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where bootstrap peers come from.
+    #[arg(long, env = "SPEGEL_BOOTSTRAP_KIND", value_enum, default_value_t = BootstrapKind::Static)]
+    pub bootstrap_kind: BootstrapKind,
+    /// Static bootstrap peers, comma-separated: IP:PORT, IP (router port assumed), or
+    /// multiaddrs such as /ip4/10.0.0.1/tcp/5001[/p2p/<peer id>].
+    #[arg(long, env = "SPEGEL_BOOTSTRAP_PEERS", value_delimiter = ',')]
+    pub bootstrap_peers: Vec<String>,
+    /// DNS name (HOST or HOST:PORT) whose addresses are the bootstrap peers.
+    #[arg(long, env = "SPEGEL_BOOTSTRAP_DNS_NAME")]
+    pub bootstrap_dns_name: Option<String>,
+    /// Registries to mirror, comma-separated (e.g. https://docker.io,ghcr.io); empty: all.
+    #[arg(long, env = "SPEGEL_MIRRORED_REGISTRIES", value_delimiter = ',')]
+    pub mirrored_registries: Vec<String>,
+    /// Regular expressions, comma-separated: images whose name matches one are neither
+    /// advertised nor mirrored.
+    #[arg(long, env = "SPEGEL_REGISTRY_FILTERS", value_delimiter = ',')]
+    pub registry_filters: Vec<String>,
+    /// How long a request waits for the first peer holding the content before answering 404
+    /// (so containerd falls back to the upstream registry).
+    #[arg(long, env = "SPEGEL_MIRROR_RESOLVE_TIMEOUT", default_value = "20ms", value_parser = parse_duration)]
+    pub mirror_resolve_timeout: Duration,
+    /// How many peers one request may try.
+    #[arg(long, env = "SPEGEL_MIRROR_RESOLVE_RETRIES", default_value_t = 3)]
+    pub mirror_resolve_retries: usize,
+    /// How often containerd's content is listed again to advertise new and withdraw gone
+    /// content (containerd 1.6 deletes blobs without events).
+    #[arg(long, env = "SPEGEL_RECONCILE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_interval: Duration,
+    /// How long other nodes keep this node's provider records.
+    #[arg(long, env = "SPEGEL_PROVIDER_TTL", default_value = "20m", value_parser = parse_duration)]
+    pub provider_ttl: Duration,
+    /// How often provider records are announced again; must be shorter than --provider-ttl.
+    #[arg(long, env = "SPEGEL_PROVIDER_REPUBLISH_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub provider_republish_interval: Duration,
 }
 
 /// Parses `HOST:PORT`, `[V6]:PORT` or `:PORT` (all IPv4 addresses).

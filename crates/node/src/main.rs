@@ -2,6 +2,7 @@
 //! Everything else lives in the library crates.
 
 mod config;
+mod p2p;
 mod registry;
 mod telemetry;
 

@@ -1,8 +1,9 @@
-//! `spegel-node registry`: wiring the containerd store, the registry server and shutdown.
+//! `spegel-node registry`: wiring the containerd store, the peer-to-peer half, the registry
+//! server and shutdown.
 
 use anyhow::Context;
 use spegel_containerd::{Containerd, ContainerdConfig, ContentStore};
-use spegel_registry::{Registry, ServerConfig};
+use spegel_registry::{Mirror, MirrorConfig, Registry, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -27,13 +28,32 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
-    info!(addr = %listener.local_addr()?, "registry listening");
+    let registry_addr = listener.local_addr()?;
+    info!(addr = %registry_addr, "registry listening");
+
+    let p2p = crate::p2p::start(
+        &args.p2p,
+        registry_addr.port(),
+        store.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let mirror = Mirror::new(
+        p2p.router.clone(),
+        MirrorConfig {
+            resolve_timeout: args.p2p.mirror_resolve_timeout,
+            max_peers: args.p2p.mirror_resolve_retries,
+            filter: p2p.filter.clone(),
+            ..MirrorConfig::default()
+        },
+    );
     let config = ServerConfig {
         max_connections: args.max_connections,
         shutdown_grace: args.shutdown_grace,
         ..ServerConfig::default()
     };
-    spegel_registry::serve(listener, Registry::new(store), config, shutdown).await;
+    let registry = Registry::with_mirror(store, mirror);
+    spegel_registry::serve(listener, registry, config, shutdown).await;
     info!("stopped");
     Ok(())
 }

@@ -23,5 +23,5 @@ pub use filter::{FilterError, ImageFilter};
 pub use manifest::referenced_digests;
 pub use media_type::{MediaType, detect_manifest_media_type};
 pub use range::{ByteRange, RangeError, parse_range};
-pub use reference::{Reference, Repository, Tag};
+pub use reference::{ImageName, Reference, Repository, Tag};
 pub use route::{Route, parse_route, registry_from_query};

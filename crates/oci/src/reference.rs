@@ -165,3 +165,74 @@ mod tests {
         }
     }
 }
+
+/// A containerd image record's name, split: `registry/repository[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageName {
+    pub registry: String,
+    pub repository: Repository,
+    pub tag: Option<Tag>,
+}
+
+impl ImageName {
+    /// Parses an image name as containerd stores it (`docker.io/library/nginx:1.27`,
+    /// `10.0.0.1:5000/a/b@sha256:…`). `None` for names without a registry host (such as the
+    /// `sha256:<config>` records CRI creates) or with an invalid repository.
+    pub fn parse(name: &str) -> Option<ImageName> {
+        let (registry, rest) = name.split_once('/')?;
+        let is_host = registry.contains('.') || registry.contains(':') || registry == "localhost";
+        if !is_host {
+            return None;
+        }
+        let without_digest = rest.split_once('@').map_or(rest, |(r, _)| r);
+        let (repository, tag) = match without_digest.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') => (repo, Some(Tag::parse(tag)?)),
+            _ => (without_digest, None),
+        };
+        Some(ImageName {
+            registry: registry.to_owned(),
+            repository: Repository::parse(repository)?,
+            tag,
+        })
+    }
+}
+
+#[cfg(test)]
+mod image_name_tests {
+    use super::*;
+
+    #[test]
+    fn image_names_split_into_registry_repository_and_tag() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let cases: Vec<(String, Option<(&str, &str, Option<&str>)>)> = vec![
+            (
+                "docker.io/library/nginx:1.27".into(),
+                Some(("docker.io", "library/nginx", Some("1.27"))),
+            ),
+            (
+                "127.0.0.1:5000/test/img:v1".into(),
+                Some(("127.0.0.1:5000", "test/img", Some("v1"))),
+            ),
+            (format!("ghcr.io/a/b@{d}"), Some(("ghcr.io", "a/b", None))),
+            (
+                format!("ghcr.io/a/b:v2@{d}"),
+                Some(("ghcr.io", "a/b", Some("v2"))),
+            ),
+            ("localhost/x".into(), Some(("localhost", "x", None))),
+            (d.clone(), None),
+            ("library/nginx:1".into(), None),
+            ("docker.io/UPPER:1".into(), None),
+        ];
+        for (name, want) in cases {
+            let got = ImageName::parse(&name);
+            let got = got.as_ref().map(|n| {
+                (
+                    n.registry.as_str(),
+                    n.repository.as_str(),
+                    n.tag.as_ref().map(|t| t.as_str()),
+                )
+            });
+            assert_eq!(got, want, "{name}");
+        }
+    }
+}

@@ -1,7 +1,5 @@
 //! [`Registry`]: one request, top to bottom: method → route → local store → response.
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use http::header::{ACCEPT_RANGES, ALLOW, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use spegel_containerd::ContentStore;
@@ -9,8 +7,10 @@ use spegel_oci::{
     ByteRange, Digest, ErrorCode, RangeError, Reference, RegistryError, Repository, Route,
     parse_range, parse_route, registry_from_query,
 };
+use spegel_routing::Key;
 use tracing::{debug, warn};
 
+use crate::mirror::{Fetch, MIRRORED_HEADER, Mirror};
 use crate::response::{self, Body};
 
 /// Manifests larger than this are not manifests (distribution refuses to store them).
@@ -23,6 +23,7 @@ const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/
 #[derive(Clone)]
 pub struct Registry<S> {
     store: S,
+    mirror: Option<Mirror>,
 }
 
 /// What went wrong while answering: the client's fault (sent as is) or ours (sent as a 404
@@ -41,9 +42,29 @@ impl From<RegistryError> for Failure {
 }
 
 impl<S: ContentStore> Registry<S> {
-    /// A registry serving `store`.
+    /// A registry serving `store` only.
     pub fn new(store: S) -> Registry<S> {
-        Registry { store }
+        Registry {
+            store,
+            mirror: None,
+        }
+    }
+
+    /// A registry serving `store`, and on a local miss whatever peers hold.
+    pub fn with_mirror(store: S, mirror: Mirror) -> Registry<S> {
+        Registry {
+            store,
+            mirror: Some(mirror),
+        }
+    }
+
+    /// The mirror to ask on a local miss: only for requests from containerd (they name the
+    /// upstream in `ns`), never for requests from peers (no loops), and only for mirrored
+    /// registries.
+    fn mirror_for<B>(&self, request: &Request<B>, registry: Option<&str>) -> Option<&Mirror> {
+        let mirror = self.mirror.as_ref()?;
+        let from_peer = request.headers().contains_key(MIRRORED_HEADER);
+        (!from_peer && mirror.mirrors(registry?)).then_some(mirror)
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
@@ -99,56 +120,72 @@ impl<S: ContentStore> Registry<S> {
             }
             Route::Livez => Ok(response::text(StatusCode::OK, "ok")),
             Route::Readyz => Ok(match self.store.check().await {
-                Ok(()) => response::text(StatusCode::OK, "ok"),
                 Err(e) => {
                     warn!(error = %e, "not ready");
                     response::text(StatusCode::SERVICE_UNAVAILABLE, "containerd unreachable")
                 }
+                Ok(()) if self.mirror.as_ref().is_some_and(|m| !m.has_peers()) => {
+                    response::text(StatusCode::SERVICE_UNAVAILABLE, "no peers yet")
+                }
+                Ok(()) => response::text(StatusCode::OK, "ok"),
             }),
             Route::Manifest {
                 repository,
                 reference,
-            } => {
-                let registry = registry_from_query(request.uri().query());
-                self.manifest(registry.as_deref(), &repository, &reference, head)
-                    .await
-            }
-            Route::Blob { digest, .. } => self.blob(&digest, request.headers(), head).await,
+            } => self.manifest(request, &repository, &reference, head).await,
+            Route::Blob { digest, .. } => self.blob(request, &digest, head).await,
         }
     }
 
-    async fn manifest(
+    async fn manifest<B>(
         &self,
-        registry: Option<&str>,
+        request: &Request<B>,
         repository: &Repository,
         reference: &Reference,
         head: bool,
     ) -> Result<Response<Body>, Failure> {
+        let registry = registry_from_query(request.uri().query());
+        let registry = registry.as_deref();
         let unknown = |message: String| RegistryError::new(ErrorCode::ManifestUnknown, message);
         let store_failed = |e| Failure::Store(e, ErrorCode::ManifestUnknown);
-        let digest = match reference {
-            Reference::Digest(digest) => digest.clone(),
+        let (digest, key) = match reference {
+            Reference::Digest(digest) => (Some(digest.clone()), Key::Digest(digest.clone())),
             Reference::Tag(tag) => {
                 let registry = registry.ok_or_else(|| {
                     unknown("a tag is only resolved with ?ns=<registry>".to_owned())
                 })?;
-                self.store
+                let local = self
+                    .store
                     .resolve_tag(registry, repository, tag)
                     .await
-                    .map_err(store_failed)?
-                    .ok_or_else(|| unknown(format!("{registry}/{repository}:{tag} is not here")))?
+                    .map_err(store_failed)?;
+                let key = Key::tag(registry, repository.as_str(), tag.as_str());
+                (local, key)
             }
         };
-        let size = self
-            .store
-            .size(&digest)
-            .await
-            .map_err(store_failed)?
-            .ok_or_else(|| unknown(format!("manifest {digest} is not here")))?;
+        let size = match &digest {
+            Some(digest) => self.store.size(digest).await.map_err(store_failed)?,
+            None => None,
+        };
+        let (Some(digest), Some(size)) = (digest.clone(), size) else {
+            if let Some(mirror) = self.mirror_for(request, registry) {
+                let fetch = fetch(request, key, head, digest);
+                if let Some(response) = mirror.small(fetch).await {
+                    return Ok(response);
+                }
+            }
+            return Err(unknown(format!(
+                "{repository}:{reference} is not here nor at any peer"
+            ))
+            .into());
+        };
         if size > MAX_MANIFEST_BYTES {
             return Err(unknown(format!("{digest} is too large to be a manifest")).into());
         }
-        let bytes = self.read_small(&digest, size).await.map_err(store_failed)?;
+        let bytes = spegel_containerd::read_small(&self.store, &digest, MAX_MANIFEST_BYTES)
+            .await
+            .map_err(store_failed)?
+            .ok_or_else(|| unknown(format!("manifest {digest} is not here")))?;
         let media_type = spegel_oci::detect_manifest_media_type(&bytes)
             .ok_or_else(|| unknown(format!("{digest} is not a manifest")))?;
         let mut response = Response::new(if head {
@@ -163,34 +200,21 @@ impl<S: ContentStore> Registry<S> {
         Ok(response)
     }
 
-    /// Reads a small blob (a manifest) whole.
-    async fn read_small(&self, digest: &Digest, size: u64) -> spegel_containerd::Result<Bytes> {
-        let mut stream = self.store.read(digest, 0, size).await?;
-        let mut bytes = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| spegel_containerd::Error::Unexpected {
-                call: "content read",
-                detail: e.to_string(),
-            })?;
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes.freeze())
-    }
-
-    async fn blob(
+    async fn blob<B>(
         &self,
+        request: &Request<B>,
         digest: &Digest,
-        headers: &HeaderMap,
         head: bool,
     ) -> Result<Response<Body>, Failure> {
-        let size = self
+        let headers = request.headers();
+        let local = self
             .store
             .size(digest)
             .await
-            .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?
-            .ok_or_else(|| {
-                RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not here"))
-            })?;
+            .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
+        let Some(size) = local else {
+            return self.mirror_blob(request, digest, head).await;
+        };
         let range = requested_range(headers, size)?;
         let (status, first, len) = match range {
             Some(r) => (StatusCode::PARTIAL_CONTENT, r.first, r.len()),
@@ -220,6 +244,63 @@ impl<S: ContentStore> Registry<S> {
             insert_str(headers, CONTENT_RANGE.as_str(), &range.content_range(size));
         }
         Ok(response)
+    }
+}
+
+impl<S: ContentStore> Registry<S> {
+    /// A blob this node lacks: from peers, or 404 so containerd falls back upstream.
+    async fn mirror_blob<B>(
+        &self,
+        request: &Request<B>,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Response<Body>, Failure> {
+        let unknown = || {
+            RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not here nor at any peer"),
+            )
+        };
+        let registry = registry_from_query(request.uri().query());
+        let Some(mirror) = self.mirror_for(request, registry.as_deref()) else {
+            return Err(unknown().into());
+        };
+        // The range is checked here and passed on as sent: its bounds are the peer's to judge.
+        let range = match requested_range(request.headers(), u64::MAX) {
+            Ok(Some(_)) => request
+                .headers()
+                .get(RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            Ok(None) => None,
+            Err(e) => return Err(e),
+        };
+        let fetch = fetch(
+            request,
+            Key::Digest(digest.clone()),
+            head,
+            Some(digest.clone()),
+        );
+        let response = if head {
+            mirror.small(fetch).await
+        } else {
+            mirror.blob(fetch, range.as_deref()).await
+        };
+        response.ok_or_else(|| unknown().into())
+    }
+}
+
+/// What to ask peers for: the same path and query containerd sent us.
+fn fetch<B>(request: &Request<B>, key: Key, head: bool, digest: Option<Digest>) -> Fetch {
+    let path_and_query = request.uri().path_and_query().map_or_else(
+        || request.uri().path().to_owned(),
+        |pq| pq.as_str().to_owned(),
+    );
+    Fetch {
+        key,
+        path_and_query,
+        head,
+        digest,
     }
 }
 

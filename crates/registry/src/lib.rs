@@ -6,14 +6,17 @@
 //! - [`response`]: the only place errors become HTTP (status + OCI error JSON) and bodies are built;
 //! - storage is a [`spegel_containerd::ContentStore`], never touched directly.
 //!
-//! Mirroring from peers hooks in between the local store and the response (a later layer).
+//! - [`Mirror`]: on a local miss, content from the peers that hold it (resolved through
+//!   `spegel-routing`), verified against its digest on the way through.
 //! This crate never writes to the store and never reads a path it did not build from a
 //! validated digest.
 
 mod handler;
+mod mirror;
 mod response;
 mod server;
 
 pub use handler::Registry;
+pub use mirror::{MIRRORED_HEADER, Mirror, MirrorConfig};
 pub use response::Body;
 pub use server::{ServerConfig, serve};

@@ -98,8 +98,12 @@ impl SpegelNode {
             .args(["--containerd-namespace", K8S_NAMESPACE])
             .arg("--containerd-content-path")
             .arg(containerd.content_path())
-            .args(["--log-level", "debug"])
-            .args(extra_args);
+            .args(["--log-level", "debug"]);
+        // Several nodes share loopback: let the router pick a free port unless told otherwise.
+        if !extra_args.iter().any(|a| a.starts_with("--router-addr")) {
+            command.args(["--router-addr", "127.0.0.1:0"]);
+        }
+        command.args(extra_args);
         let log = dir.path().join("spegel-node.log");
         let mut process = Process::spawn("spegel-node", command, &log, &log)?;
         wait_until_live(&mut process, addr).await?;

@@ -1,0 +1,530 @@
+//! [`Mirror`]: serving content this node lacks from the peers that hold it.
+//!
+//! Resolve providers through the DHT (give up after `resolve_timeout` without one, so a miss
+//! costs containerd milliseconds before it falls back upstream), try the least-used peer
+//! first, hedge to the next if it is slow to answer, and stream its response. A blob stream
+//! that breaks is resumed from the next peer with `Range: bytes=<sent>-` into the same
+//! response. Every byte of a digest-addressed response is hashed on the way through; on a
+//! mismatch the response is aborted before its last chunk (never completed with wrong bytes)
+//! and the peers that sent it are not asked for that digest again.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use spegel_oci::{Digest, ImageFilter, Verifier};
+use spegel_routing::{Key, PeerId, Provider, Router};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::response::{self, Body};
+
+/// The header that marks a request between peers: it is served from local content only.
+pub const MIRRORED_HEADER: &str = "x-spegel-mirrored";
+
+/// Manifests read from a peer are buffered whole (to verify them); larger ones are refused.
+const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// How the mirror behaves.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// How long to wait for the first provider before answering 404.
+    pub resolve_timeout: Duration,
+    /// How many peers to try for one request.
+    pub max_peers: usize,
+    /// How long a peer may take to answer before the next one is asked as well.
+    pub hedge_after: Duration,
+    /// Deadline for a manifest (or HEAD) request through peers.
+    pub manifest_deadline: Duration,
+    /// A blob stream that delivers nothing for this long is resumed from another peer.
+    pub stall_timeout: Duration,
+    /// Which registries and images are mirrored.
+    pub filter: ImageFilter,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> MirrorConfig {
+        MirrorConfig {
+            resolve_timeout: Duration::from_millis(20),
+            max_peers: 3,
+            hedge_after: Duration::from_millis(500),
+            manifest_deadline: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(10),
+            filter: ImageFilter::default(),
+        }
+    }
+}
+
+/// What to fetch from peers.
+pub(crate) struct Fetch {
+    /// The key to resolve.
+    pub key: Key,
+    /// `/v2/<repo>/<manifests|blobs>/<reference>?ns=<registry>`
+    pub path_and_query: String,
+    pub head: bool,
+    /// The digest the bytes must hash to, when the request names one.
+    pub digest: Option<Digest>,
+}
+
+type PeerClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Fetches from peers. Cheap to clone.
+#[derive(Clone)]
+pub struct Mirror {
+    router: Router,
+    client: PeerClient,
+    config: Arc<MirrorConfig>,
+    /// Requests in flight per peer, for least-used-first.
+    in_use: Arc<Mutex<HashMap<PeerId, usize>>>,
+    /// Peers that sent wrong bytes for a digest.
+    untrusted: Arc<Mutex<HashMap<Digest, HashSet<PeerId>>>>,
+}
+
+impl Mirror {
+    /// A mirror resolving through `router`.
+    pub fn new(router: Router, config: MirrorConfig) -> Mirror {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Mirror {
+            router,
+            client,
+            config: Arc::new(config),
+            in_use: Arc::default(),
+            untrusted: Arc::default(),
+        }
+    }
+
+    /// Whether the router knows at least one peer.
+    pub fn has_peers(&self) -> bool {
+        self.router.peer_count() > 0
+    }
+
+    /// Whether requests for `registry` are mirrored at all.
+    pub fn mirrors(&self, registry: &str) -> bool {
+        self.config.filter.allows_registry(registry)
+    }
+
+    /// A manifest (or a HEAD of anything): the first peer's full answer, verified.
+    /// `None` when no peer could answer.
+    pub(crate) async fn small(&self, fetch: Fetch) -> Option<Response<Body>> {
+        let deadline = self.config.manifest_deadline;
+        tokio::time::timeout(deadline, self.small_within(fetch))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    async fn small_within(&self, fetch: Fetch) -> Option<Response<Body>> {
+        let mut peers = Peers::resolve(self, &fetch).await?;
+        while let Some((peer, response)) = peers.first_answer(self, &fetch, None).await {
+            let (parts, body) = response.into_parts();
+            if fetch.head {
+                return Some(Response::from_parts(parts, response::empty()));
+            }
+            let bytes = match read_limited(body, MAX_MANIFEST_BYTES).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    debug!(peer = %peer.peer, error = %e, "peer's manifest unreadable");
+                    continue;
+                }
+            };
+            let claimed = parts
+                .headers
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Digest>().ok());
+            let Some(expected) = fetch.digest.clone().or(claimed) else {
+                debug!(peer = %peer.peer, "peer's manifest has no digest to verify");
+                continue;
+            };
+            let mut verifier = Verifier::new(expected.clone());
+            verifier.update(&bytes);
+            if !verifier.finish() {
+                self.distrust(&expected, &[peer.peer]);
+                continue;
+            }
+            let mut response = Response::from_parts(parts, response::full(bytes.clone()));
+            response
+                .headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            return Some(response);
+        }
+        None
+    }
+
+    /// A blob (or the one range of it the client asked for, passed on as sent), streamed
+    /// from peers with resume and verification. `None` when no peer could answer.
+    pub(crate) async fn blob(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
+        let mut peers = Peers::resolve(self, &fetch).await?;
+        let (peer, response) = peers.first_answer(self, &fetch, range).await?;
+        let length = content_length(response.headers())?;
+        let first = match range {
+            None => 0,
+            Some(_) => content_range_start(response.headers())?,
+        };
+        let (parts, body) = response.into_parts();
+        let (tx, rx) = mpsc::channel(4);
+        let transfer = Transfer {
+            mirror: self.clone(),
+            fetch,
+            peers,
+            first,
+            length,
+            // Only a whole blob can be checked against its digest.
+            verify: range.is_none(),
+        };
+        tokio::spawn(transfer.run(peer, body, tx));
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Some(Response::from_parts(
+            parts,
+            response::stream(Box::pin(stream)),
+        ))
+    }
+
+    fn distrust(&self, digest: &Digest, peers: &[PeerId]) {
+        warn!(%digest, ?peers, "peer sent content that does not match its digest; not using it again");
+        if let Ok(mut untrusted) = self.untrusted.lock() {
+            if untrusted.len() > 10_000 {
+                untrusted.clear();
+            }
+            untrusted.entry(digest.clone()).or_default().extend(peers);
+        }
+    }
+
+    fn is_untrusted(&self, digest: Option<&Digest>, peer: &PeerId) -> bool {
+        let Some(digest) = digest else { return false };
+        self.untrusted
+            .lock()
+            .map(|u| u.get(digest).is_some_and(|peers| peers.contains(peer)))
+            .unwrap_or(false)
+    }
+
+    fn usage(&self, peer: &PeerId) -> usize {
+        self.in_use
+            .lock()
+            .map(|u| u.get(peer).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Counts a request to `peer` as in flight until the guard drops.
+    fn use_peer(&self, peer: PeerId) -> InUse {
+        if let Ok(mut u) = self.in_use.lock() {
+            *u.entry(peer).or_default() += 1;
+        }
+        InUse {
+            in_use: self.in_use.clone(),
+            peer,
+        }
+    }
+
+    async fn request(
+        &self,
+        peer: &Provider,
+        fetch: &Fetch,
+        range: Option<&str>,
+    ) -> Result<Response<Incoming>, String> {
+        let uri = format!("http://{}{}", peer.registry, fetch.path_and_query);
+        let method = if fetch.head {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(MIRRORED_HEADER, "true");
+        if let Some(range) = range {
+            builder = builder.header(RANGE, range);
+        }
+        let request = builder.body(Empty::new()).map_err(|e| e.to_string())?;
+        let _in_use = self.use_peer(peer.peer);
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let expected = if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if response.status() != expected {
+            return Err(format!("answered {}", response.status()));
+        }
+        Ok(response)
+    }
+}
+
+struct InUse {
+    in_use: Arc<Mutex<HashMap<PeerId, usize>>>,
+    peer: PeerId,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        if let Ok(mut u) = self.in_use.lock()
+            && let Some(n) = u.get_mut(&self.peer)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// The providers of one request, in the order they should be tried.
+struct Peers {
+    found: mpsc::Receiver<Provider>,
+    queue: Vec<Provider>,
+    tried: usize,
+    max: usize,
+}
+
+impl Peers {
+    /// Resolves providers; `None` when none arrives within the resolve timeout.
+    async fn resolve(mirror: &Mirror, fetch: &Fetch) -> Option<Peers> {
+        let max = mirror.config.max_peers.max(1);
+        let mut found = mirror.router.resolve(&fetch.key, max).await.ok()?;
+        let first = tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
+            .await
+            .ok()
+            .flatten()?;
+        let mut queue = vec![first];
+        while let Ok(more) = found.try_recv() {
+            queue.push(more);
+        }
+        let mut peers = Peers {
+            found,
+            queue,
+            tried: 0,
+            max,
+        };
+        peers.order(mirror, fetch);
+        Some(peers)
+    }
+
+    /// Least used first; peers that sent bad bytes for this digest are dropped.
+    fn order(&mut self, mirror: &Mirror, fetch: &Fetch) {
+        self.queue
+            .retain(|p| !mirror.is_untrusted(fetch.digest.as_ref(), &p.peer));
+        self.queue
+            .sort_by_key(|p| std::cmp::Reverse(mirror.usage(&p.peer)));
+    }
+
+    /// The next peer to try, waiting briefly for more providers when the queue is empty.
+    async fn next(&mut self, mirror: &Mirror, fetch: &Fetch) -> Option<Provider> {
+        if self.tried >= self.max {
+            return None;
+        }
+        if self.queue.is_empty() {
+            let more = tokio::time::timeout(mirror.config.resolve_timeout, self.found.recv()).await;
+            self.queue.extend(more.ok().flatten());
+            while let Ok(more) = self.found.try_recv() {
+                self.queue.push(more);
+            }
+            self.order(mirror, fetch);
+        }
+        let peer = self.queue.pop()?;
+        self.tried += 1;
+        Some(peer)
+    }
+
+    /// Asks peers in turn, hedging to the next when one is slow, and returns the first
+    /// good answer.
+    async fn first_answer(
+        &mut self,
+        mirror: &Mirror,
+        fetch: &Fetch,
+        range: Option<&str>,
+    ) -> Option<(Provider, Response<Incoming>)> {
+        let mut asking = FuturesUnordered::new();
+        let ask = |peer: Provider| async move {
+            let result = mirror.request(&peer, fetch, range).await;
+            (peer, result)
+        };
+        loop {
+            if asking.is_empty() {
+                let peer = self.next(mirror, fetch).await?;
+                asking.push(ask(peer));
+            }
+            tokio::select! {
+                Some((peer, result)) = asking.next() => match result {
+                    Ok(response) => return Some((peer, response)),
+                    Err(e) => debug!(peer = %peer.peer, registry = %peer.registry, error = %e, "peer could not serve"),
+                },
+                () = tokio::time::sleep(mirror.config.hedge_after), if self.tried < self.max => {
+                    if let Some(peer) = self.next(mirror, fetch).await {
+                        debug!(peer = %peer.peer, "first peer is slow; asking another");
+                        asking.push(ask(peer));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One blob response being fed from peers.
+struct Transfer {
+    mirror: Mirror,
+    fetch: Fetch,
+    peers: Peers,
+    /// Offset of the first byte of the response within the blob.
+    first: u64,
+    /// Bytes the response promised.
+    length: u64,
+    verify: bool,
+}
+
+impl Transfer {
+    async fn run(
+        mut self,
+        mut peer: Provider,
+        mut body: Incoming,
+        tx: mpsc::Sender<io::Result<Bytes>>,
+    ) {
+        let mut sent = 0u64;
+        let mut verifier = match (&self.fetch.digest, self.verify) {
+            (Some(digest), true) => Some(Verifier::new(digest.clone())),
+            _ => None,
+        };
+        let mut contributors = vec![peer.peer];
+        // The last chunk is held back until the digest is checked.
+        let mut held: Option<Bytes> = None;
+        loop {
+            match self
+                .copy(&mut body, &mut sent, &mut verifier, &mut held, &tx)
+                .await
+            {
+                Copy::ClientGone => return,
+                Copy::TooLong => break,
+                Copy::Ended if sent == self.length => break,
+                Copy::Ended | Copy::Broken => {}
+            }
+            info!(peer = %peer.peer, sent, of = self.length, "peer stream broke; resuming from another peer");
+            let range = format!(
+                "bytes={}-{}",
+                self.first + sent,
+                self.first + self.length - 1
+            );
+            match self
+                .peers
+                .first_answer(&self.mirror, &self.fetch, Some(&range))
+                .await
+            {
+                Some((next, response)) => {
+                    peer = next;
+                    contributors.push(peer.peer);
+                    body = response.into_body();
+                }
+                None => {
+                    let _ = tx
+                        .send(Err(io::Error::other("no peer could finish the blob")))
+                        .await;
+                    return;
+                }
+            }
+        }
+        let complete = sent == self.length;
+        let verified = verifier.is_none_or(|v| v.finish());
+        match (complete, verified, held) {
+            (true, true, Some(last)) => {
+                let _ = tx.send(Ok(last)).await;
+            }
+            (true, true, None) => {}
+            _ => {
+                if let Some(digest) = &self.fetch.digest {
+                    self.mirror.distrust(digest, &contributors);
+                }
+                let _ = tx
+                    .send(Err(io::Error::other("blob from peers failed verification")))
+                    .await;
+            }
+        }
+    }
+
+    /// Copies one peer's body into the response until it ends or breaks.
+    async fn copy(
+        &self,
+        body: &mut Incoming,
+        sent: &mut u64,
+        verifier: &mut Option<Verifier>,
+        held: &mut Option<Bytes>,
+        tx: &mpsc::Sender<io::Result<Bytes>>,
+    ) -> Copy {
+        loop {
+            let frame =
+                match tokio::time::timeout(self.mirror.config.stall_timeout, body.frame()).await {
+                    Err(_) => return Copy::Broken,
+                    Ok(None) => return Copy::Ended,
+                    Ok(Some(Err(e))) => {
+                        debug!(error = %e, "peer body broke");
+                        return Copy::Broken;
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if *sent + data.len() as u64 > self.length {
+                return Copy::TooLong;
+            }
+            *sent += data.len() as u64;
+            if let Some(v) = verifier.as_mut() {
+                v.update(&data);
+            }
+            if let Some(previous) = held.replace(data)
+                && tx.send(Ok(previous)).await.is_err()
+            {
+                return Copy::ClientGone;
+            }
+        }
+    }
+}
+
+enum Copy {
+    Ended,
+    Broken,
+    TooLong,
+    ClientGone,
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Reads a body of at most `max` bytes.
+async fn read_limited(mut body: Incoming, max: usize) -> Result<Bytes, String> {
+    let mut bytes = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > max {
+                return Err("larger than a manifest may be".into());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes.freeze())
+}
+
+/// The first byte offset of a `Content-Range: bytes <first>-<last>/<size>` header.
+fn content_range_start(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let span = value.strip_prefix("bytes ")?;
+    span.split_once('-')?.0.parse().ok()
+}
