@@ -25,6 +25,10 @@ pub enum Route {
     Livez,
     /// `/readyz`: the node can serve.
     Readyz,
+    /// `/_spegel/status`: this node's peer ID, peers and advertised keys (JSON).
+    Status,
+    /// `/_spegel/providers/<digest>`: which peers the DHT says hold a digest (JSON).
+    Providers { digest: Digest },
 }
 
 /// Parses a request path into a [`Route`], or the OCI error a client should get.
@@ -33,7 +37,14 @@ pub fn parse_route(path: &str) -> Result<Route, RegistryError> {
         "/v2" | "/v2/" => return Ok(Route::ApiVersion),
         "/livez" => return Ok(Route::Livez),
         "/readyz" => return Ok(Route::Readyz),
+        "/_spegel/status" => return Ok(Route::Status),
         _ => {}
+    }
+    if let Some(digest) = path.strip_prefix("/_spegel/providers/") {
+        let digest = digest.parse().map_err(|e: crate::DigestError| {
+            RegistryError::new(ErrorCode::DigestInvalid, e.to_string())
+        })?;
+        return Ok(Route::Providers { digest });
     }
     let unknown = || RegistryError::new(ErrorCode::UnknownEndpoint, "unknown endpoint");
     let rest = path.strip_prefix("/v2/").ok_or_else(unknown)?;
@@ -122,6 +133,8 @@ mod tests {
                 ..
             }) => Ok("manifest-digest"),
             Ok(Route::Blob { .. }) => Ok("blob"),
+            Ok(Route::Status) => Ok("status"),
+            Ok(Route::Providers { .. }) => Ok("providers"),
             Err(e) => Err(e.code),
         }
     }
@@ -134,6 +147,9 @@ mod tests {
             ("/v2".into(), Ok("version")),
             ("/livez".into(), Ok("livez")),
             ("/readyz".into(), Ok("readyz")),
+            ("/_spegel/status".into(), Ok("status")),
+            (format!("/_spegel/providers/{D}"), Ok("providers")),
+            ("/_spegel/providers/x".into(), Err(DigestInvalid)),
             (
                 "/v2/library/nginx/manifests/latest".into(),
                 Ok("manifest-tag"),

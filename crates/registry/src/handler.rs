@@ -134,6 +134,14 @@ impl<S: ContentStore> Registry<S> {
                 reference,
             } => self.manifest(request, &repository, &reference, head).await,
             Route::Blob { digest, .. } => self.blob(request, &digest, head).await,
+            Route::Status => Ok(match &self.mirror {
+                Some(mirror) => response::json(mirror.status().await),
+                None => response::json(serde_json::json!({ "p2p": false })),
+            }),
+            Route::Providers { digest } => Ok(match &self.mirror {
+                Some(mirror) => response::json(mirror.providers(&digest).await),
+                None => response::json(serde_json::json!([])),
+            }),
         }
     }
 
@@ -220,6 +228,7 @@ impl<S: ContentStore> Registry<S> {
             Some(r) => (StatusCode::PARTIAL_CONTENT, r.first, r.len()),
             None => (StatusCode::OK, 0, size),
         };
+        debug!(%digest, first, len, from_peer = headers.contains_key(MIRRORED_HEADER), "serving blob");
         let body = if head || len == 0 {
             response::empty()
         } else {

@@ -4,6 +4,8 @@
 //! - [`server`]: accepts TCP connections and runs HTTP/1 on them until shutdown;
 //! - [`Registry`] (`handler`): request → parse route → local store → response, in one place;
 //! - [`response`]: the only place errors become HTTP (status + OCI error JSON) and bodies are built;
+//! - `metered`: the `http_*` metrics around each request (route label, duration to the last
+//!   byte, bytes sent), recorded into the `spegel_metrics::Metrics` in [`ServerConfig`];
 //! - storage is a [`spegel_containerd::ContentStore`], never touched directly.
 //!
 //! - [`Mirror`]: on a local miss, content from the peers that hold it (resolved through
@@ -12,6 +14,7 @@
 //! validated digest.
 
 mod handler;
+mod metered;
 mod mirror;
 mod response;
 mod server;

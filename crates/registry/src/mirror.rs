@@ -109,6 +109,35 @@ impl Mirror {
         }
     }
 
+    /// This node's view of the DHT, for `/_spegel/status`.
+    pub(crate) async fn status(&self) -> serde_json::Value {
+        let advertised = self.router.advertised().await.unwrap_or_default();
+        let tags = advertised
+            .iter()
+            .filter(|k| matches!(k, Key::Tag(_)))
+            .count();
+        serde_json::json!({
+            "peer_id": self.router.local_peer_id().to_string(),
+            "router_addr": self.router.listen_addr().to_string(),
+            "routing_table_peers": self.router.peer_count(),
+            "advertised_digests": advertised.len() - tags,
+            "advertised_tags": tags,
+        })
+    }
+
+    /// Who the DHT says holds `digest` (up to 20 peers, waiting at most 2 s), for
+    /// `/_spegel/providers/<digest>`.
+    pub(crate) async fn providers(&self, digest: &Digest) -> serde_json::Value {
+        let mut found = Vec::new();
+        if let Ok(mut providers) = self.router.resolve(&Key::Digest(digest.clone()), 20).await {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
+                found.push(serde_json::json!({ "peer_id": p.peer.to_string(), "registry": p.registry.to_string() }));
+            }
+        }
+        serde_json::Value::Array(found)
+    }
+
     /// Whether the router knows at least one peer.
     pub fn has_peers(&self) -> bool {
         self.router.peer_count() > 0

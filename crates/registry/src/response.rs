@@ -52,3 +52,13 @@ pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
+
+/// A JSON document (the `/_spegel/*` endpoints).
+pub fn json(value: serde_json::Value) -> Response<Body> {
+    let text = value.to_string();
+    let mut response = Response::new(full(text));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

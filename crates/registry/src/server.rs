@@ -9,6 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use spegel_containerd::ContentStore;
+use spegel_metrics::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long open requests may run on after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Where the `http_*` metrics of every request are recorded.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -75,9 +79,14 @@ pub async fn serve<S: ContentStore>(
             },
         };
         let registry = registry.clone();
+        let metrics = config.metrics.clone();
         let service = service_fn(move |request| {
             let registry = registry.clone();
-            async move { Ok::<_, Infallible>(registry.handle(request).await) }
+            let measured = crate::metered::start(&metrics, &request);
+            async move {
+                let response = registry.handle(request).await;
+                Ok::<_, Infallible>(crate::metered::finish(measured, response))
+            }
         });
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 use tokio::process::Command;
 
+use crate::netns::Host;
 use crate::process::Process;
 
 pub use k8s_cri::v1::Image as CriImage;
@@ -33,6 +34,8 @@ pub struct Containerd {
     // Declared before `dir` so the process is killed before its files are removed.
     process: Option<Process>,
     layout: config::Layout,
+    /// The network namespace it runs in (`None`: the machine's own).
+    host: Option<Host>,
     _dir: TempDir,
 }
 
@@ -40,6 +43,12 @@ impl Containerd {
     /// Writes a config into a fresh directory, starts containerd and waits until the
     /// CRI ImageService answers. On failure the error quotes containerd's log.
     pub async fn start() -> Result<Self> {
+        Self::start_in(None).await
+    }
+
+    /// Like [`Containerd::start`], with containerd running inside `host`'s network
+    /// namespace (its sockets are files, so they are reachable from anywhere).
+    pub async fn start_in(host: Option<&Host>) -> Result<Self> {
         // Under /tmp rather than $TMPDIR: socket paths must stay short.
         let dir = tempfile::Builder::new()
             .prefix("ctd-")
@@ -53,6 +62,7 @@ impl Containerd {
         let mut containerd = Self {
             process: None,
             layout,
+            host: host.cloned(),
             _dir: dir,
         };
         containerd.spawn().await?;
@@ -191,7 +201,10 @@ impl Containerd {
 
     async fn spawn(&mut self) -> Result<()> {
         let layout = &self.layout;
-        let mut command = Command::new("containerd");
+        let mut command = match &self.host {
+            Some(host) => host.command("containerd"),
+            None => Command::new("containerd"),
+        };
         command
             .arg("--config")
             .arg(&layout.config)

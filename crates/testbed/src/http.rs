@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+
+use crate::netns::Host;
 
 pub use ::http::{HeaderMap, Method};
 
@@ -51,17 +51,49 @@ pub async fn head(url: &str, headers: &[(&str, &str)]) -> Result<Response> {
 
 /// Sends a request without a body and buffers the response.
 pub async fn request(method: Method, url: &str, headers: &[(&str, &str)]) -> Result<Response> {
-    let mut builder = ::http::Request::builder().method(method.clone()).uri(url);
+    request_in(None, method, url, headers).await
+}
+
+/// Like [`request`], from inside `host`'s network namespace when one is given.
+pub async fn request_in(
+    host: Option<&Host>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response> {
+    let uri: ::http::Uri = url.parse().with_context(|| format!("parsing {url}"))?;
+    let authority = uri
+        .authority()
+        .with_context(|| format!("{url} has no host"))?
+        .to_string();
+    let path = uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let mut builder = ::http::Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(::http::header::HOST, &authority);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     let request = builder
         .body(Empty::<Bytes>::new())
         .with_context(|| format!("building {method} {url}"))?;
-    let client = Client::builder(TokioExecutor::new()).build_http();
 
     let exchange = async {
-        let response = client.request(request).await?;
+        let addr = tokio::net::lookup_host(&authority)
+            .await?
+            .next()
+            .with_context(|| format!("{authority} resolves to nothing"))?;
+        let stream = match host {
+            Some(host) => host.connect(addr).await?,
+            None => tokio::net::TcpStream::connect(addr).await?,
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await?.to_bytes();
         anyhow::Ok(Response {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-pub use skopeo::{inspect_raw, push};
+pub use skopeo::{inspect_raw, push, push_in};
 
 /// OCI media types the builder writes.
 pub mod media_type {

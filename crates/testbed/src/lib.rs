@@ -15,17 +15,21 @@
 //! Being test code, it reports errors with `anyhow`. It must never become a dependency
 //! of a production crate.
 
+pub mod cluster;
 pub mod containerd;
 pub mod http;
 pub mod image;
+pub mod netns;
 pub mod node;
 pub mod port;
 mod process;
 mod tools;
 pub mod upstream;
 
+pub use cluster::{Cluster, ClusterNode};
 pub use containerd::Containerd;
 pub use image::{Blob, ImageSpec, TestImage, build_oci_layout, push};
+pub use netns::{Host, Network};
 pub use node::{SpegelNode, spegel_node_binary};
 pub use tools::require_root_tools;
 pub use upstream::Upstream;

@@ -12,6 +12,8 @@ use anyhow::{Context, Result, bail};
 use tempfile::TempDir;
 use tokio::process::Command;
 
+use crate::http::Method;
+use crate::netns::Host;
 use crate::process::Process;
 
 pub use access_log::LoggedRequest;
@@ -33,17 +35,28 @@ pub struct Upstream {
     // Declared before `dir` so the process is killed before its files are removed.
     process: Option<Process>,
     addr: SocketAddr,
+    /// The network namespace it runs in (`None`: the machine's own, on loopback).
+    host: Option<Host>,
     dir: TempDir,
 }
 
 impl Upstream {
     /// Starts a registry on a free loopback port and waits until `GET /v2/` answers 200.
     pub async fn start() -> Result<Self> {
+        Self::start_in(None).await
+    }
+
+    /// Starts a registry inside `host`'s namespace on port 5000 of its address, or on
+    /// loopback when `host` is `None`.
+    pub async fn start_in(host: Option<&Host>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("upstream-")
             .tempdir()
             .context("creating a temporary directory for docker-registry")?;
-        let addr = crate::port::free_loopback_addr()?;
+        let addr = match host {
+            Some(host) => SocketAddr::from((host.ip, 5000)),
+            None => crate::port::free_loopback_addr()?,
+        };
         let config = render_config(&dir.path().join("storage"), addr);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)
@@ -51,6 +64,7 @@ impl Upstream {
         let mut upstream = Self {
             process: None,
             addr,
+            host: host.cloned(),
             dir,
         };
         upstream.start_again().await?;
@@ -100,7 +114,10 @@ impl Upstream {
     /// runs), and waits until `GET /v2/` answers 200.
     pub async fn start_again(&mut self) -> Result<()> {
         self.stop().await?;
-        let mut command = Command::new("docker-registry");
+        let mut command = match &self.host {
+            Some(host) => host.command("docker-registry"),
+            None => Command::new("docker-registry"),
+        };
         command.arg("serve").arg(self.dir.path().join("config.yml"));
         // distribution lets REGISTRY_* variables override the config file.
         for (name, _) in std::env::vars_os() {
@@ -118,7 +135,9 @@ impl Upstream {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             process.ensure_running()?;
-            let status = crate::http::get(&url, &[]).await.map(|r| r.status);
+            let status = crate::http::request_in(self.host.as_ref(), Method::GET, &url, &[])
+                .await
+                .map(|r| r.status);
             if let Ok(200) = status {
                 break;
             }

@@ -1,0 +1,144 @@
+//! A cluster on one machine: an upstream registry and N nodes, each in its own network
+//! namespace with its own containerd and `spegel-node`, as on real Kubernetes nodes.
+//!
+//! Host 0 runs the upstream (`10.231.0.2:5000`); node `i` (1-based) runs on host `i`
+//! (`10.231.0.<i+2>`) with its registry on `:5000` and its router on `:5001`. Each node's
+//! containerd is configured the way `spegel-node configuration` configures a real one:
+//! the upstream's `certs.d/<host>/hosts.toml` lists the node's own spegel-node first and
+//! falls back to the upstream. Dropping the cluster stops every process, then deletes the
+//! namespaces.
+
+use anyhow::{Context, Result};
+
+use crate::{Containerd, Host, ImageSpec, Network, SpegelNode, TestImage, Upstream};
+
+/// One node: its namespace, containerd and spegel-node.
+pub struct ClusterNode {
+    /// Declared first: dropped (killed) before containerd.
+    pub spegel: Option<SpegelNode>,
+    pub containerd: Containerd,
+    pub host: Host,
+}
+
+impl ClusterNode {
+    /// `http://<ip>:5000`, this node's registry.
+    pub fn registry_url(&self) -> String {
+        format!("http://{}:5000", self.host.ip)
+    }
+
+    /// The router address other nodes bootstrap from.
+    pub fn router_addr(&self) -> String {
+        format!("{}:5001", self.host.ip)
+    }
+
+    /// The running spegel-node.
+    pub fn spegel(&self) -> Result<&SpegelNode> {
+        self.spegel
+            .as_ref()
+            .context("this node's spegel-node is not running")
+    }
+
+    /// `GET <path>` on this node's registry, from inside its namespace.
+    pub async fn get(&self, path: &str) -> Result<crate::http::Response> {
+        let url = format!("{}{path}", self.registry_url());
+        crate::http::request_in(Some(&self.host), crate::http::Method::GET, &url, &[]).await
+    }
+
+    /// `GET <path>` parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let response = self.get(path).await?;
+        serde_json::from_slice(&response.body)
+            .with_context(|| format!("{path} is not JSON: {}", response.text()))
+    }
+}
+
+/// The upstream and the nodes. Fields drop in order: nodes, upstream, then the network.
+pub struct Cluster {
+    pub nodes: Vec<ClusterNode>,
+    pub upstream: Upstream,
+    pub network: Network,
+    layouts: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    /// Starts an upstream and `count` nodes. Every node but the first bootstraps from the
+    /// first; `node_args` are passed to every spegel-node.
+    pub async fn start(count: usize, node_args: &[&str]) -> Result<Cluster> {
+        crate::require_root_tools()?;
+        let network = Network::create(count + 1).await?;
+        let upstream = Upstream::start_in(Some(network.host(0))).await?;
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
+            upstream,
+            network,
+            layouts: Vec::new(),
+        };
+        for i in 1..=count {
+            let host = cluster.network.host(i).clone();
+            let containerd = Containerd::start_in(Some(&host)).await?;
+            let hosts_toml = format!(
+                "server = \"http://{upstream}\"\n\n[host.\"http://{ip}:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                upstream = cluster.upstream.host(),
+                ip = host.ip
+            );
+            containerd.write_hosts_toml(&cluster.upstream.host(), &hosts_toml)?;
+            cluster.nodes.push(ClusterNode {
+                spegel: None,
+                containerd,
+                host,
+            });
+            cluster.start_spegel(i - 1, node_args).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// (Re)starts node `index`'s spegel-node (0-based), bootstrapping from node 0.
+    pub async fn start_spegel(&mut self, index: usize, node_args: &[&str]) -> Result<()> {
+        let seed = self.nodes[0].router_addr();
+        let node = &mut self.nodes[index];
+        node.spegel = None;
+        let mut args: Vec<&str> = Vec::new();
+        if index > 0 {
+            args.extend(["--bootstrap-peers", seed.as_str()]);
+        }
+        args.extend(node_args);
+        node.spegel = Some(SpegelNode::start_in(&node.host, &node.containerd, &args).await?);
+        Ok(())
+    }
+
+    /// Builds an image and pushes it to the upstream as `<repo>:<tag>`.
+    pub async fn push(&mut self, spec: &ImageSpec, repo: &str, tag: &str) -> Result<TestImage> {
+        let layout = tempfile::tempdir()?;
+        let image = crate::build_oci_layout(layout.path(), spec, tag)?;
+        // skopeo runs in the upstream's namespace to reach it.
+        let upstream_host = self.upstream.host();
+        crate::image::push_in(&image, Some(self.network.host(0)), &upstream_host, repo).await?;
+        self.layouts.push(layout);
+        Ok(image)
+    }
+
+    /// The full image name of `<repo>:<tag>` on the upstream.
+    pub fn image_name(&self, repo: &str, tag: &str) -> String {
+        format!("{}/{repo}:{tag}", self.upstream.host())
+    }
+
+    /// Waits until every node's routing table has a peer.
+    pub async fn wait_until_joined(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        for node in &self.nodes {
+            loop {
+                let status = node.get_json("/_spegel/status").await?;
+                if status["routing_table_peers"].as_u64().unwrap_or(0) > 0 {
+                    break;
+                }
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "node {} never joined the DHT: {status}",
+                    node.host.ip
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The P2P mirror on a real multi-node cluster: network namespaces on one machine, each
+//! node with its own containerd and spegel-node, an upstream `docker-registry` in a
+//! namespace of its own, pulls through CRI as kubelet does (see `spegel_testbed::Cluster`).
+//!
+//! These tests create network namespaces, so they run as root; they are `#[ignore]`d for
+//! quick runs and run in CI (`scripts/test.sh` passes `--include-ignored`).
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use spegel_testbed::{Cluster, ImageSpec, TestImage};
+
+/// Fast timings so that advertisements and withdrawals show within seconds.
+const FAST: &[&str] = &[
+    "--reconcile-interval",
+    "1s",
+    "--provider-ttl",
+    "8s",
+    "--provider-republish-interval",
+    "3s",
+];
+
+/// Waits until `node` resolves `digest` to at least one provider.
+async fn until_resolvable(cluster: &Cluster, node: usize, digest: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let providers = cluster.nodes[node]
+            .get_json(&format!("/_spegel/providers/{digest}"))
+            .await?;
+        if providers.as_array().is_some_and(|p| !p.is_empty()) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{digest} never became resolvable from node {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Blob GETs the upstream served to `node`'s address.
+async fn upstream_blob_gets_from(cluster: &Cluster, node: usize) -> Result<usize> {
+    let ip = cluster.nodes[node].host.ip.to_string();
+    let requests = cluster.upstream.requests().await?;
+    Ok(requests
+        .iter()
+        .filter(|r| r.is_blob_get() && r.client == ip)
+        .count())
+}
+
+fn assert_holds(held: &[String], image: &TestImage) {
+    for blob in image.all_blobs() {
+        assert!(held.contains(&blob.digest), "{} missing", blob.digest);
+    }
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn nodes_pull_from_their_peers_and_not_from_the_upstream() -> Result<()> {
+    let mut cluster = Cluster::start(3, FAST).await?;
+    // A multi-platform index, pulled by tag: tag, index, manifest, config, layers all
+    // resolve through peers.
+    let spec = ImageSpec {
+        layers: vec![4 << 20, 1 << 20],
+        multi_platform: true,
+    };
+    let image = cluster.push(&spec, "team/app", "v1").await?;
+    let name = cluster.image_name("team/app", "v1");
+    cluster.wait_until_joined().await?;
+
+    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    assert!(upstream_blob_gets_from(&cluster, 0).await? > 0);
+    until_resolvable(&cluster, 1, &image.layer_digests[0]).await?;
+
+    for node in [1, 2] {
+        cluster.nodes[node]
+            .containerd
+            .cri_pull(&name)
+            .await
+            .with_context(|| {
+                format!(
+                    "node {node} log:\n{}",
+                    cluster.nodes[node]
+                        .spegel()
+                        .unwrap()
+                        .log()
+                        .unwrap_or_default()
+                )
+            })?;
+        assert_holds(
+            &cluster.nodes[node].containerd.content_digests().await?,
+            &image,
+        );
+        assert_eq!(
+            upstream_blob_gets_from(&cluster, node).await?,
+            0,
+            "node {node} went upstream"
+        );
+    }
+    // Not even the manifests or the tag: every request of nodes 2 and 3 was answered by peers.
+    let ips: Vec<String> = cluster.nodes[1..]
+        .iter()
+        .map(|n| n.host.ip.to_string())
+        .collect();
+    let upstream_seen: Vec<_> = cluster
+        .upstream
+        .requests()
+        .await?
+        .into_iter()
+        .filter(|r| ips.contains(&r.client))
+        .collect();
+    assert!(upstream_seen.is_empty(), "{upstream_seen:?}");
+
+    // And with the upstream gone entirely, a third pull by tag still works.
+    cluster.nodes[2].containerd.cri_remove(&name).await?;
+    cluster.upstream.stop().await?;
+    cluster.nodes[2].containerd.cri_pull(&name).await?;
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn when_nobody_has_it_the_pull_falls_back_to_the_upstream_fast() -> Result<()> {
+    let mut cluster = Cluster::start(2, FAST).await?;
+    let image = cluster
+        .push(
+            &ImageSpec {
+                layers: vec![1 << 20],
+                multi_platform: false,
+            },
+            "cold/img",
+            "v1",
+        )
+        .await?;
+    cluster.wait_until_joined().await?;
+
+    // The cost of a miss, measured at the node: a blob nobody holds, asked as containerd asks.
+    let ns = cluster.upstream.host().replace(':', "%3A");
+    let path = format!("/v2/cold/img/blobs/{}?ns={ns}", image.layer_digests[0]);
+    let mut took = Vec::new();
+    for _ in 0..20 {
+        let start = Instant::now();
+        let response = cluster.nodes[1].get(&path).await?;
+        took.push(start.elapsed());
+        assert_eq!(response.status, 404);
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    println!(
+        "a miss costs {median:?} at the median, {:?} at worst (20 requests, resolve timeout 20ms)",
+        took[took.len() - 1]
+    );
+    ensure!(
+        median < Duration::from_millis(500),
+        "a miss took {median:?}"
+    );
+
+    cluster.nodes[1]
+        .containerd
+        .cri_pull(&cluster.image_name("cold/img", "v1"))
+        .await?;
+    assert_holds(
+        &cluster.nodes[1].containerd.content_digests().await?,
+        &image,
+    );
+    assert!(upstream_blob_gets_from(&cluster, 1).await? > 0);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn a_peer_serving_corrupted_bytes_is_never_believed() -> Result<()> {
+    let mut cluster = Cluster::start(2, FAST).await?;
+    let image = cluster
+        .push(
+            &ImageSpec {
+                layers: vec![2 << 20],
+                multi_platform: false,
+            },
+            "bad/img",
+            "v1",
+        )
+        .await?;
+    let name = cluster.image_name("bad/img", "v1");
+    cluster.wait_until_joined().await?;
+    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    let layer = image.layer_digests[0].clone();
+    until_resolvable(&cluster, 1, &layer).await?;
+
+    // Node 0's copy of the layer is altered on disk: same size, different bytes.
+    let path = cluster.nodes[0].containerd.blob_path(&layer);
+    let mut bytes = std::fs::read(&path)?;
+    for b in bytes.iter_mut().skip(1000).step_by(4096) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&path, &bytes)?;
+
+    // Through node 1's registry, as containerd would ask: the stream is cut before its end.
+    let ns = cluster.upstream.host().replace(':', "%3A");
+    let through_peer = cluster.nodes[1]
+        .get(&format!("/v2/bad/img/blobs/{layer}?ns={ns}"))
+        .await;
+    match &through_peer {
+        Ok(r) => ensure!(
+            r.body.len() < bytes.len(),
+            "the whole corrupted blob was delivered (status {})",
+            r.status
+        ),
+        Err(_) => {} // the connection was aborted: the body never completed
+    }
+    // The pull succeeds with the right bytes (from the upstream); containerd checked them too.
+    cluster.nodes[1].containerd.cri_pull(&name).await?;
+    let pulled = std::fs::read(cluster.nodes[1].containerd.blob_path(&layer))?;
+    assert_eq!(spegel_oci::Digest::sha256_of(&pulled).to_string(), layer);
+    let log = cluster.nodes[1].spegel()?.log()?;
+    assert!(
+        log.contains("does not match its digest"),
+        "node 1 never noticed:\n{log}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn removed_and_collected_content_is_withdrawn() -> Result<()> {
+    let mut cluster = Cluster::start(2, FAST).await?;
+    let image = cluster
+        .push(
+            &ImageSpec {
+                layers: vec![1 << 20],
+                multi_platform: false,
+            },
+            "gone/img",
+            "v1",
+        )
+        .await?;
+    let name = cluster.image_name("gone/img", "v1");
+    cluster.wait_until_joined().await?;
+    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    let layer = image.layer_digests[0].clone();
+    until_resolvable(&cluster, 1, &layer).await?;
+
+    // Remove every record of the image; containerd's GC then deletes the blobs, without events.
+    for record in cluster.nodes[0].containerd.cri_list().await? {
+        if record.contains("gone/img") {
+            let _ = cluster.nodes[0].containerd.cri_remove(&record).await;
+        }
+    }
+    let _ = cluster.nodes[0]
+        .containerd
+        .cri_remove(&image.config_digest)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.nodes[0]
+        .containerd
+        .content_digests()
+        .await?
+        .contains(&layer)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "containerd never collected {layer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Within the provider TTL (8 s here) no lookup returns node 0 any more.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let providers = cluster.nodes[1]
+            .get_json(&format!("/_spegel/providers/{layer}"))
+            .await?;
+        if providers.as_array().is_some_and(|p| p.is_empty()) {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node 0 is still returned: {providers}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn a_restarted_node_keeps_its_peer_id() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let args = ["--data-dir", data_dir.as_str()];
+    let mut cluster = Cluster::start(1, &args).await?;
+    let before = cluster.nodes[0].get_json("/_spegel/status").await?["peer_id"].clone();
+    cluster.start_spegel(0, &args).await?;
+    let after = cluster.nodes[0].get_json("/_spegel/status").await?["peer_id"].clone();
+    assert_eq!(before, after);
+    assert!(
+        before.as_str().is_some_and(|id| id.starts_with("12D3")),
+        "{before}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn a_containerd_restart_under_a_running_node_is_survived() -> Result<()> {
+    let mut cluster = Cluster::start(2, FAST).await?;
+    let first = cluster
+        .push(
+            &ImageSpec {
+                layers: vec![1 << 20],
+                multi_platform: false,
+            },
+            "restart/a",
+            "v1",
+        )
+        .await?;
+    let second = cluster
+        .push(
+            &ImageSpec {
+                layers: vec![1 << 20],
+                multi_platform: false,
+            },
+            "restart/b",
+            "v1",
+        )
+        .await?;
+    cluster.wait_until_joined().await?;
+    cluster.nodes[0]
+        .containerd
+        .cri_pull(&cluster.image_name("restart/a", "v1"))
+        .await?;
+    until_resolvable(&cluster, 1, &first.layer_digests[0]).await?;
+
+    cluster.nodes[0].containerd.restart().await?;
+    // After the restart node 0 pulls another image: its spegel-node must notice and advertise it.
+    cluster.nodes[0]
+        .containerd
+        .cri_pull(&cluster.image_name("restart/b", "v1"))
+        .await?;
+    until_resolvable(&cluster, 1, &second.layer_digests[0]).await?;
+    cluster.nodes[1]
+        .containerd
+        .cri_pull(&cluster.image_name("restart/b", "v1"))
+        .await?;
+    assert_eq!(upstream_blob_gets_from(&cluster, 1).await?, 0);
+    Ok(())
+}
