@@ -346,3 +346,57 @@ async fn a_containerd_restart_under_a_running_node_is_survived() -> Result<()> {
     assert_eq!(upstream_blob_gets_from(&cluster, 1).await?, 0);
     Ok(())
 }
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn a_serving_node_killed_mid_blob_is_replaced_by_another() -> Result<()> {
+    let mut cluster = Cluster::start(3, FAST).await?;
+    let spec = ImageSpec {
+        layers: vec![96 << 20],
+        multi_platform: false,
+    };
+    let image = cluster.push(&spec, "big/img", "v1").await?;
+    let name = cluster.image_name("big/img", "v1");
+    let layer = image.layer_digests[0].clone();
+    cluster.wait_until_joined().await?;
+    // Nodes 0 and 2 hold the image; node 1 will pull it from one of them.
+    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    until_resolvable(&cluster, 2, &layer).await?;
+    cluster.nodes[2].containerd.cri_pull(&name).await?;
+    // Slow links (80 Mbit/s, ~10 s for the layer) so the transfer can be cut in the middle.
+    for node in [0, 2] {
+        cluster.nodes[node].host.shape(80).await?;
+    }
+    let (left, right) = cluster.nodes.split_at_mut(1);
+    let (puller, others) = right.split_at_mut(1);
+    let servers = [&mut left[0], &mut others[0]];
+    let pull = puller[0].containerd.cri_pull(&name);
+    let layer_digest = layer.clone();
+    let cut = async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let serving = 'found: loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            for (i, server) in servers.iter().enumerate() {
+                let log = server.spegel()?.log()?;
+                let serves = |l: &str| l.contains("serving blob") && l.contains(&layer_digest) && l.contains("from_peer=true");
+                if log.lines().any(serves) {
+                    break 'found i;
+                }
+            }
+            ensure!(Instant::now() < deadline, "no node started serving the layer");
+        };
+        // Let some bytes flow, then kill the serving node outright.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        servers[serving].spegel = None;
+        anyhow::Ok(servers[serving].host.ip)
+    };
+    let (pulled, killed) = tokio::join!(pull, cut);
+    let killed = killed?;
+    pulled.with_context(|| format!("pull failed after killing {killed}; node 1 log:\n{}", puller[0].spegel().unwrap().log().unwrap_or_default()))?;
+    let got = std::fs::read(puller[0].containerd.blob_path(&layer))?;
+    assert_eq!(spegel_oci::Digest::sha256_of(&got).to_string(), layer);
+    let log = puller[0].spegel()?.log()?;
+    assert!(log.contains("resuming from another peer"), "node 1 did not resume:\n{log}");
+    assert_eq!(upstream_blob_gets_from(&cluster, 1).await?, 0, "node 1 fell back to the upstream");
+    Ok(())
+}
