@@ -10,6 +10,8 @@ packages=(
   protobuf-compiler # containerd-client compiles containerd's protos at build time
   iproute2          # network namespaces, veth, tc for the multi-node tests
   nginx-light       # the reference server in the registry benchmark
+  systemd           # systemd-analyze verify of systemd/spegel.service
+  kubernetes-client # kubectl kustomize of deploy/
 )
 
 missing=()

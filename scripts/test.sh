@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
+# Tests that shell out to kubectl must not quietly skip in CI.
+export SPEGEL_REQUIRE_KUBECTL=1
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

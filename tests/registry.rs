@@ -268,8 +268,11 @@ async fn sigterm_stops_the_node_cleanly() -> Result<()> {
     spegel_testbed::require_root_tools()?;
     let containerd = Containerd::start().await?;
     let mut node = SpegelNode::start(&containerd, &[]).await?;
+    // Alone, the node is live but not ready: /readyz waits for a peer.
+    let live = http::get(&format!("{}/livez", node.url()), &[]).await?;
+    assert_eq!(live.status, 200);
     let ready = http::get(&format!("{}/readyz", node.url()), &[]).await?;
-    assert_eq!(ready.status, 200);
+    assert_eq!(ready.status, 503);
     let status = node.terminate().await?;
     assert!(status.success(), "exit status {status}");
     Ok(())

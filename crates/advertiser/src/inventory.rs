@@ -18,6 +18,9 @@ pub struct RegistryCounts {
     pub content_digests: usize,
 }
 
+/// Per registry: tag keys, image targets and content digests seen in one reconcile.
+type Seen = (HashSet<String>, HashSet<Digest>, HashSet<Digest>);
+
 /// The walk's memory: what each manifest references (content is immutable, so this never
 /// goes stale) and the counts of the last reconcile.
 #[derive(Default)]
@@ -38,10 +41,7 @@ impl Inventory {
         let present = containerd.blob_digests().await?;
         self.children.retain(|digest, _| present.contains(digest));
         let mut keys = HashSet::new();
-        let mut per_registry: BTreeMap<
-            String,
-            (HashSet<String>, HashSet<Digest>, HashSet<Digest>),
-        > = BTreeMap::new();
+        let mut per_registry: BTreeMap<String, Seen> = BTreeMap::new();
         for image in images {
             let Some(name) = ImageName::parse(&image.name) else {
                 continue;

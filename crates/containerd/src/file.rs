@@ -1,26 +1,105 @@
 //! Streaming a byte range of a file in the content directory.
 
-use std::io::{self, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use crate::BlobStream;
 
-/// Bytes read per chunk. Large enough for loopback throughput, small enough that 64
-/// concurrent streams stay well inside the node's memory budget.
-const CHUNK: usize = 256 * 1024;
+fn chunk() -> usize {
+    std::env::var("X_CHUNK_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256usize)
+        * 1024
+}
 
-/// Opens `path` and streams `len` bytes from `first`. A file shorter than promised ends the
-/// stream with an `UnexpectedEof` error rather than a silently short body.
+fn mode() -> String {
+    std::env::var("X_MODE").unwrap_or_else(|_| "tokio".into())
+}
+
 pub(crate) async fn stream_range(path: &Path, first: u64, len: u64) -> io::Result<BlobStream> {
+    match mode().as_str() {
+        "tokio" => stream_tokio(path, first, len).await,
+        "std" => stream_std(path, first, len, false).await,
+        _ => stream_std(path, first, len, true).await,
+    }
+}
+
+type Read1 = JoinHandle<io::Result<(std::fs::File, Bytes)>>;
+
+fn read_chunk(file: std::fs::File, n: usize) -> Read1 {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(n);
+        (&file).take(n as u64).read_to_end(&mut buf)?;
+        Ok((file, Bytes::from(buf)))
+    })
+}
+
+enum Next {
+    Pending(Read1),
+    Idle(std::fs::File, usize),
+    Done,
+}
+
+async fn stream_std(path: &Path, first: u64, len: u64, ahead: bool) -> io::Result<BlobStream> {
+    let path = path.to_owned();
+    let file = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path)?;
+        if first > 0 {
+            file.seek(SeekFrom::Start(first))?;
+        }
+        io::Result::Ok(file)
+    })
+    .await??;
+    let chunk = chunk() as u64;
+    let start = if len > 0 {
+        Next::Idle(file, len.min(chunk) as usize)
+    } else {
+        Next::Done
+    };
+    let s = futures_util::stream::unfold((start, len), move |(next, left)| async move {
+        let pending = match next {
+            Next::Done => return None,
+            Next::Idle(file, n) => read_chunk(file, n),
+            Next::Pending(p) => p,
+        };
+        let (file, bytes) = match pending.await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Some((Err(e), (Next::Done, 0))),
+            Err(e) => return Some((Err(io::Error::other(e)), (Next::Done, 0))),
+        };
+        let want = left.min(chunk);
+        if (bytes.len() as u64) < want {
+            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "short");
+            return Some((Err(e), (Next::Done, 0)));
+        }
+        let left = left - bytes.len() as u64;
+        if left == 0 {
+            return Some((Ok(bytes), (Next::Done, 0)));
+        }
+        let n = left.min(chunk) as usize;
+        let next = if ahead {
+            Next::Pending(read_chunk(file, n))
+        } else {
+            Next::Idle(file, n)
+        };
+        Some((Ok(bytes), (next, left)))
+    });
+    Ok(Box::pin(s))
+}
+
+async fn stream_tokio(path: &Path, first: u64, len: u64) -> io::Result<BlobStream> {
     let mut file = tokio::fs::File::open(path).await?;
     if first > 0 {
         file.seek(SeekFrom::Start(first)).await?;
     }
-    let chunks = ReaderStream::with_capacity(file.take(len), CHUNK);
+    let chunks = ReaderStream::with_capacity(file.take(len), chunk());
     let checked = futures_util::stream::unfold(
         (chunks, 0u64, false),
         move |(mut chunks, sent, done)| async move {
@@ -45,41 +124,4 @@ pub(crate) async fn stream_range(path: &Path, first: u64, len: u64) -> io::Resul
         },
     );
     Ok(Box::pin(checked))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn collect(stream: BlobStream) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut stream = stream;
-        while let Some(chunk) = stream.next().await {
-            out.extend_from_slice(&chunk?);
-        }
-        Ok(out)
-    }
-
-    #[tokio::test]
-    async fn a_range_of_a_file_is_streamed_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blob");
-        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let got = collect(stream_range(&path, 1000, 600_000).await.unwrap())
-            .await
-            .unwrap();
-        assert_eq!(got, &data[1000..601_000]);
-    }
-
-    #[tokio::test]
-    async fn a_file_shorter_than_promised_ends_in_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blob");
-        std::fs::write(&path, b"short").unwrap();
-        let err = collect(stream_range(&path, 0, 10).await.unwrap())
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
 }

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod host;
+
+pub use host::{CleanupArgs, ConfigurationArgs, HostArgs};
+
 /// Peer-to-peer OCI registry mirror serving containerd's content store.
 #[derive(Debug, Parser)]
 #[command(name = "spegel-node", version, about, long_about = None)]
@@ -17,9 +21,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; its size does not matter
 pub enum Command {
     /// Serve containerd's content as a read-only OCI registry (the daemon).
     Registry(RegistryArgs),
+    /// Write containerd's mirror configuration (hosts.toml files) pointing at spegel, then exit.
+    Configuration(ConfigurationArgs),
+    /// Put containerd's mirror configuration back as it was before `configuration`, then exit.
+    Cleanup(CleanupArgs),
 }
 
 /// Logging flags, shared by every subcommand.
@@ -74,6 +83,8 @@ pub struct RegistryArgs {
     pub max_connections: usize,
     #[command(flatten)]
     pub p2p: P2pArgs,
+    #[command(flatten)]
+    pub host: HostArgs,
 }
 
 /// Where bootstrap peers come from.
@@ -107,6 +118,18 @@ pub struct P2pArgs {
     /// DNS name (HOST or HOST:PORT) whose addresses are the bootstrap peers.
     #[arg(long, env = "SPEGEL_BOOTSTRAP_DNS_NAME")]
     pub bootstrap_dns_name: Option<String>,
+    /// The spegel-bootstrapper endpoint for --bootstrap-kind http, e.g.
+    /// https://bootstrapper.example:8443/bootstrap-nodes (or /v1/bootstrap-peers).
+    #[arg(long, env = "SPEGEL_HTTP_BOOTSTRAP_URL")]
+    pub http_bootstrap_url: Option<String>,
+    /// Directory with ca.crt, tls.crt and tls.key for mTLS to the bootstrapper (re-read on
+    /// every request, so rotated certificates are picked up).
+    #[arg(
+        long,
+        env = "SPEGEL_HTTP_BOOTSTRAP_CERT_DIR",
+        default_value = "/etc/spegel/bootstrap"
+    )]
+    pub http_bootstrap_cert_dir: PathBuf,
     /// Registries to mirror, comma-separated (e.g. https://docker.io,ghcr.io); empty: all.
     #[arg(long, env = "SPEGEL_MIRRORED_REGISTRIES", value_delimiter = ',')]
     pub mirrored_registries: Vec<String>,

@@ -2,8 +2,12 @@
 //! Everything else lives in the library crates.
 
 mod config;
+mod configuration;
+mod exit;
+mod host;
 mod p2p;
 mod registry;
+mod systemd;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -13,7 +17,7 @@ use clap::Parser;
 use config::{Cli, Command};
 
 /// Exit code for a configuration an operator must fix (EX_USAGE).
-const EXIT_BAD_CONFIG: u8 = 64;
+const EXIT_BAD_CONFIG: u8 = exit::BAD_CONFIG;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -41,10 +45,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Registry(args) => registry::run(args).await,
+            Command::Configuration(args) => configuration::configure(&args),
+            Command::Cleanup(args) => configuration::cleanup(&args),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<exit::BadConfig>() => {
+            eprintln!("spegel-node: {e}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "spegel-node failed");
             ExitCode::FAILURE

@@ -2,15 +2,19 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use spegel_advertiser::{AdvertiserConfig, RegistryCounts};
+use spegel_bootstrap::HttpBootstrapConfig;
 use spegel_containerd::Containerd;
 use spegel_oci::ImageFilter;
-use spegel_routing::{Bootstrap, DnsBootstrap, Router, RouterConfig, StaticBootstrap};
+use spegel_routing::{
+    Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, Router, RouterConfig, StaticBootstrap,
+    parse_peer_addr,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{BootstrapKind, P2pArgs};
+use crate::exit::BadConfig;
 
 /// The running peer-to-peer half.
 pub struct P2p {
@@ -20,6 +24,35 @@ pub struct P2p {
     pub counts: watch::Receiver<Vec<RegistryCounts>>,
 }
 
+/// Peers from the spegel-bootstrapper over mTLS. The router retries a failure with capped
+/// backoff; meanwhile the node keeps serving its own content.
+struct HttpBootstrap {
+    config: HttpBootstrapConfig,
+}
+
+impl Bootstrap for HttpBootstrap {
+    fn peers(&self) -> PeersFuture<'_> {
+        Box::pin(async move {
+            let answer = spegel_bootstrap::fetch_peers(&self.config)
+                .await
+                .map_err(|e| spegel_routing::Error::Bootstrap(e.to_string()))?;
+            let port = self.config.router_port;
+            let mut peers = Vec::new();
+            for peer in answer {
+                let id = peer.id.as_deref().and_then(|id| id.parse().ok());
+                let addrs = peer
+                    .addrs
+                    .iter()
+                    .filter_map(|a| parse_peer_addr(a, port).ok())
+                    .flat_map(|p| p.addrs)
+                    .collect();
+                peers.push(BootstrapPeer { id, addrs });
+            }
+            Ok(peers)
+        })
+    }
+}
+
 /// Starts the router (listening at once) and the advertiser.
 pub async fn start(
     args: &P2pArgs,
@@ -27,26 +60,36 @@ pub async fn start(
     containerd: Containerd,
     shutdown: CancellationToken,
 ) -> anyhow::Result<P2p> {
-    let filter = ImageFilter::new(&args.mirrored_registries, &args.registry_filters)?;
+    let bad = |e: &dyn std::fmt::Display| BadConfig(e.to_string());
+    let filter =
+        ImageFilter::new(&args.mirrored_registries, &args.registry_filters).map_err(|e| bad(&e))?;
     if args.provider_republish_interval >= args.provider_ttl {
-        bail!(
-            "--provider-republish-interval must be shorter than --provider-ttl, or records expire before they are renewed"
-        );
+        return Err(BadConfig(
+            "--provider-republish-interval must be shorter than --provider-ttl, or records expire before they are renewed".into(),
+        )
+        .into());
     }
-    let keypair = spegel_routing::load_or_create_identity(args.data_dir.as_deref())?;
+    let keypair =
+        spegel_routing::load_or_create_identity(args.data_dir.as_deref()).map_err(|e| bad(&e))?;
     let router_port = args.router_addr.port();
     let bootstrap: Arc<dyn Bootstrap> = match args.bootstrap_kind {
         BootstrapKind::Static => {
-            Arc::new(StaticBootstrap::new(&args.bootstrap_peers, router_port)?)
+            Arc::new(StaticBootstrap::new(&args.bootstrap_peers, router_port).map_err(|e| bad(&e))?)
         }
         BootstrapKind::Dns => {
-            let name = args
-                .bootstrap_dns_name
-                .as_deref()
-                .context("--bootstrap-kind dns needs --bootstrap-dns-name")?;
-            Arc::new(DnsBootstrap::new(name, router_port)?)
+            let name = args.bootstrap_dns_name.as_deref().ok_or_else(|| {
+                BadConfig("--bootstrap-kind dns needs --bootstrap-dns-name".into())
+            })?;
+            Arc::new(DnsBootstrap::new(name, router_port).map_err(|e| bad(&e))?)
         }
-        BootstrapKind::Http => bail!("--bootstrap-kind http is not available in this build yet"),
+        BootstrapKind::Http => {
+            let url = args.http_bootstrap_url.as_deref().ok_or_else(|| {
+                BadConfig("--bootstrap-kind http needs --http-bootstrap-url".into())
+            })?;
+            let config = HttpBootstrapConfig::new(url, &args.http_bootstrap_cert_dir, router_port)
+                .map_err(|e| bad(&e))?;
+            Arc::new(HttpBootstrap { config })
+        }
     };
     let mut config = RouterConfig::new(args.router_addr, keypair, registry_port, bootstrap);
     config.provider_ttl = args.provider_ttl;

@@ -12,8 +12,10 @@ use crate::config::RegistryArgs;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    crate::host::preflight(&args.host)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let host = crate::host::Host::start(&args.host, shutdown.clone()).await?;
 
     let store = Containerd::new(ContainerdConfig {
         socket: args.containerd_sock.clone(),
@@ -46,14 +48,23 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             filter: p2p.filter.clone(),
             ..MirrorConfig::default()
         },
+        host.metrics.clone(),
     );
     let config = ServerConfig {
         max_connections: args.max_connections,
         shutdown_grace: args.shutdown_grace,
+        metrics: host.metrics.clone(),
         ..ServerConfig::default()
     };
+    host.export_advertised(p2p.counts.clone(), shutdown.clone());
+    let (router, counts) = (p2p.router.clone(), p2p.counts.clone());
+    let supervisor = crate::systemd::Supervisor::new(registry_addr, store.clone())
+        .with_status(move || format!("{} peers", router.peer_count()))
+        .with_status(move || crate::host::advertised_status(&counts.borrow()));
+    host.supervise(supervisor, shutdown.clone());
     let registry = Registry::with_mirror(store, mirror);
     spegel_registry::serve(listener, registry, config, shutdown).await;
+    host.finish().await;
     info!("stopped");
     Ok(())
 }

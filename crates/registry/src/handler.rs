@@ -139,7 +139,13 @@ impl<S: ContentStore> Registry<S> {
                 None => response::json(serde_json::json!({ "p2p": false })),
             }),
             Route::Providers { digest } => Ok(match &self.mirror {
-                Some(mirror) => response::json(mirror.providers(&digest).await),
+                Some(mirror) => {
+                    let limit = query_param(request.uri().query(), "limit")
+                        .and_then(|l| l.parse().ok())
+                        .unwrap_or(20usize)
+                        .clamp(1, 100);
+                    response::json(mirror.providers(&digest, limit).await)
+                }
                 None => response::json(serde_json::json!([])),
             }),
         }
@@ -176,8 +182,8 @@ impl<S: ContentStore> Registry<S> {
             None => None,
         };
         let (Some(digest), Some(size)) = (digest.clone(), size) else {
-            if let Some(mirror) = self.mirror_for(request, registry) {
-                let fetch = fetch(request, key, head, digest);
+            if let (Some(mirror), Some(registry)) = (self.mirror_for(request, registry), registry) {
+                let fetch = fetch(request, registry, key, head, digest);
                 if let Some(response) = mirror.small(fetch).await {
                     return Ok(response);
                 }
@@ -271,7 +277,10 @@ impl<S: ContentStore> Registry<S> {
             )
         };
         let registry = registry_from_query(request.uri().query());
-        let Some(mirror) = self.mirror_for(request, registry.as_deref()) else {
+        let (Some(mirror), Some(registry)) = (
+            self.mirror_for(request, registry.as_deref()),
+            registry.as_deref(),
+        ) else {
             return Err(unknown().into());
         };
         // The range is checked here and passed on as sent: its bounds are the peer's to judge.
@@ -286,6 +295,7 @@ impl<S: ContentStore> Registry<S> {
         };
         let fetch = fetch(
             request,
+            registry,
             Key::Digest(digest.clone()),
             head,
             Some(digest.clone()),
@@ -299,14 +309,28 @@ impl<S: ContentStore> Registry<S> {
     }
 }
 
+/// The value of `name` in a query string, as sent.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+}
+
 /// What to ask peers for: the same path and query containerd sent us.
-fn fetch<B>(request: &Request<B>, key: Key, head: bool, digest: Option<Digest>) -> Fetch {
+fn fetch<B>(
+    request: &Request<B>,
+    registry: &str,
+    key: Key,
+    head: bool,
+    digest: Option<Digest>,
+) -> Fetch {
     let path_and_query = request.uri().path_and_query().map_or_else(
         || request.uri().path().to_owned(),
         |pq| pq.as_str().to_owned(),
     );
     Fetch {
         key,
+        registry: registry.to_owned(),
         path_and_query,
         head,
         digest,

@@ -10,6 +10,7 @@
 //!
 //! - [`Mirror`]: on a local miss, content from the peers that hold it (resolved through
 //!   `spegel-routing`), verified against its digest on the way through.
+//!
 //! This crate never writes to the store and never reads a path it did not build from a
 //! validated digest.
 

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use spegel_metrics::Metrics;
 use spegel_oci::{Digest, ImageFilter, Verifier};
 use spegel_routing::{Key, PeerId, Provider, Router};
 use tokio::sync::mpsc;
@@ -70,6 +71,8 @@ impl Default for MirrorConfig {
 pub(crate) struct Fetch {
     /// The key to resolve.
     pub key: Key,
+    /// The upstream registry the request is for (`ns`), for metrics.
+    pub registry: String,
     /// `/v2/<repo>/<manifests|blobs>/<reference>?ns=<registry>`
     pub path_and_query: String,
     pub head: bool,
@@ -85,6 +88,7 @@ pub struct Mirror {
     router: Router,
     client: PeerClient,
     config: Arc<MirrorConfig>,
+    metrics: Arc<Metrics>,
     /// Requests in flight per peer, for least-used-first.
     in_use: Arc<Mutex<HashMap<PeerId, usize>>>,
     /// Peers that sent wrong bytes for a digest.
@@ -92,8 +96,8 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// A mirror resolving through `router`.
-    pub fn new(router: Router, config: MirrorConfig) -> Mirror {
+    /// A mirror resolving through `router`, counting into `metrics`.
+    pub fn new(router: Router, config: MirrorConfig, metrics: Arc<Metrics>) -> Mirror {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
         connector.set_nodelay(true);
@@ -104,6 +108,7 @@ impl Mirror {
             router,
             client,
             config: Arc::new(config),
+            metrics,
             in_use: Arc::default(),
             untrusted: Arc::default(),
         }
@@ -125,11 +130,15 @@ impl Mirror {
         })
     }
 
-    /// Who the DHT says holds `digest` (up to 20 peers, waiting at most 2 s), for
-    /// `/_spegel/providers/<digest>`.
-    pub(crate) async fn providers(&self, digest: &Digest) -> serde_json::Value {
+    /// Who the DHT says holds `digest` (up to `limit` peers, waiting at most 2 s), for
+    /// `/_spegel/providers/<digest>[?limit=N]`.
+    pub(crate) async fn providers(&self, digest: &Digest, limit: usize) -> serde_json::Value {
         let mut found = Vec::new();
-        if let Ok(mut providers) = self.router.resolve(&Key::Digest(digest.clone()), 20).await {
+        if let Ok(mut providers) = self
+            .router
+            .resolve(&Key::Digest(digest.clone()), limit)
+            .await
+        {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
                 found.push(serde_json::json!({ "peer_id": p.peer.to_string(), "registry": p.registry.to_string() }));
@@ -152,10 +161,13 @@ impl Mirror {
     /// `None` when no peer could answer.
     pub(crate) async fn small(&self, fetch: Fetch) -> Option<Response<Body>> {
         let deadline = self.config.manifest_deadline;
-        tokio::time::timeout(deadline, self.small_within(fetch))
+        let registry = fetch.registry.clone();
+        let response = tokio::time::timeout(deadline, self.small_within(fetch))
             .await
             .ok()
-            .flatten()
+            .flatten();
+        self.metrics.mirror_request(&registry, response.is_some());
+        response
     }
 
     async fn small_within(&self, fetch: Fetch) -> Option<Response<Body>> {
@@ -199,6 +211,13 @@ impl Mirror {
     /// A blob (or the one range of it the client asked for, passed on as sent), streamed
     /// from peers with resume and verification. `None` when no peer could answer.
     pub(crate) async fn blob(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
+        let registry = fetch.registry.clone();
+        let response = self.blob_from_peers(fetch, range).await;
+        self.metrics.mirror_request(&registry, response.is_some());
+        response
+    }
+
+    async fn blob_from_peers(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
         let mut peers = Peers::resolve(self, &fetch).await?;
         let (peer, response) = peers.first_answer(self, &fetch, range).await?;
         let length = content_length(response.headers())?;
@@ -329,10 +348,12 @@ impl Peers {
     async fn resolve(mirror: &Mirror, fetch: &Fetch) -> Option<Peers> {
         let max = mirror.config.max_peers.max(1);
         let mut found = mirror.router.resolve(&fetch.key, max).await.ok()?;
+        let started = std::time::Instant::now();
         let first = tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
             .await
             .ok()
             .flatten()?;
+        mirror.metrics.observe_resolve("libp2p", started.elapsed());
         let mut queue = vec![first];
         while let Ok(more) = found.try_recv() {
             queue.push(more);

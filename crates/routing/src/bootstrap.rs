@@ -139,7 +139,8 @@ mod tests {
     #[test]
     fn peer_addresses_take_several_forms() {
         let id = PeerId::random();
-        let cases: Vec<(String, Option<(Option<PeerId>, &str)>)> = vec![
+        type Want<'a> = Option<(Option<PeerId>, &'a str)>;
+        let cases: Vec<(String, Want)> = vec![
             (
                 "10.0.0.1:5001".into(),
                 Some((None, "/ip4/10.0.0.1/tcp/5001")),

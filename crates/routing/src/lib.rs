@@ -19,7 +19,9 @@ mod key;
 mod router;
 mod swarm;
 
-pub use bootstrap::{Bootstrap, BootstrapPeer, DnsBootstrap, StaticBootstrap, parse_peer_addr};
+pub use bootstrap::{
+    Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, StaticBootstrap, parse_peer_addr,
+};
 pub use error::{Error, Result};
 pub use identity::load_or_create_identity;
 pub use key::Key;

@@ -311,11 +311,7 @@ impl Task {
                         self.finish_lookup(id);
                     }
                 }
-                QueryResult::GetProviders(_) => {
-                    if step.last {
-                        self.finish_lookup(id);
-                    }
-                }
+                QueryResult::GetProviders(_) if step.last => self.finish_lookup(id),
                 QueryResult::Bootstrap(Ok(done)) if done.num_remaining == 0 => {
                     info!(peers = self.routing_table_size(), "joined the DHT");
                     // Records announced before we had peers reached nobody.
@@ -400,9 +396,8 @@ impl Task {
     /// Drops lookups whose callers are gone or that waited too long.
     fn expire_lookups(&mut self) {
         self.lookups.retain(|_, l| {
-            !l.providers.is_closed()
-                && !(l.finished && l.waiting.is_empty())
-                && l.started.elapsed() < RESOLVE_DEADLINE
+            let done = l.providers.is_closed() || (l.finished && l.waiting.is_empty());
+            !done && l.started.elapsed() < RESOLVE_DEADLINE
         });
     }
 

@@ -61,6 +61,25 @@ impl Host {
         tokio::net::TcpStream::from_std(stream)
     }
 
+    /// Binds a TCP listener inside this host's namespace (same thread trick as
+    /// [`Host::connect`]), so an in-process server can be reached from the other hosts.
+    pub async fn listen(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let path = format!("/run/netns/{}", self.ns);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let bound = (|| {
+                let ns = File::open(&path)?;
+                setns(&ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                let listener = std::net::TcpListener::bind(addr)?;
+                listener.set_nonblocking(true)?;
+                Ok::<_, std::io::Error>(listener)
+            })();
+            let _ = tx.send(bound);
+        });
+        let listener = rx.await.map_err(std::io::Error::other)??;
+        tokio::net::TcpListener::from_std(listener)
+    }
+
     /// Limits the bandwidth towards this host and from it to `mbit` Mbit/s with `tc tbf`
     /// on both ends of its link.
     pub async fn shape(&self, mbit: u32) -> Result<()> {

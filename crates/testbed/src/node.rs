@@ -12,6 +12,7 @@ use tempfile::TempDir;
 use tokio::process::Command;
 
 use crate::containerd::{Containerd, K8S_NAMESPACE};
+use crate::netns::Host;
 use crate::process::Process;
 
 /// Environment variable naming the `spegel-node` binary to run instead of the one next
@@ -20,6 +21,9 @@ pub const BINARY_ENV: &str = "SPEGEL_NODE_BIN";
 
 /// How long the node may take to answer `GET /livez` with 200.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The metrics textfile's name in the node's directory.
+const TEXTFILE: &str = "spegel.prom";
 
 /// How long [`SpegelNode::terminate`] waits after SIGTERM.
 const TERMINATE_GRACE: Duration = Duration::from_secs(15);
@@ -64,6 +68,7 @@ pub struct SpegelNode {
     // Declared before `dir` so the process is killed before its files are removed.
     process: Option<Process>,
     addr: SocketAddr,
+    host: Option<Host>,
     dir: TempDir,
 }
 
@@ -74,7 +79,33 @@ impl SpegelNode {
     /// --log-level debug` followed by `extra_args`, and waits until `GET /livez`
     /// answers 200. The binary is found by [`spegel_node_binary`].
     pub async fn start(containerd: &Containerd, extra_args: &[&str]) -> Result<Self> {
-        Self::start_binary(&spegel_node_binary()?, containerd, extra_args).await
+        Self::spawn(&spegel_node_binary()?, None, containerd, extra_args, &[]).await
+    }
+
+    /// [`SpegelNode::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub async fn start_with_env(
+        containerd: &Containerd,
+        extra_args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
+        Self::spawn(&spegel_node_binary()?, None, containerd, extra_args, env).await
+    }
+
+    /// Starts `spegel-node registry` inside `host`'s namespace with its registry on
+    /// `<host ip>:5000` and its router on `<host ip>:5001` (the defaults of a real node).
+    pub async fn start_in(
+        host: &Host,
+        containerd: &Containerd,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        Self::spawn(
+            &spegel_node_binary()?,
+            Some(host),
+            containerd,
+            extra_args,
+            &[],
+        )
+        .await
     }
 
     /// [`SpegelNode::start`] with an explicit binary.
@@ -83,12 +114,34 @@ impl SpegelNode {
         containerd: &Containerd,
         extra_args: &[&str],
     ) -> Result<Self> {
+        Self::spawn(binary, None, containerd, extra_args, &[]).await
+    }
+
+    async fn spawn(
+        binary: &Path,
+        host: Option<&Host>,
+        containerd: &Containerd,
+        extra_args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("spegel-node-")
             .tempdir()
             .context("creating a temporary directory for spegel-node")?;
-        let addr = crate::port::free_loopback_addr()?;
-        let mut command = Command::new(binary);
+        let (addr, router) = match host {
+            Some(host) => (
+                SocketAddr::from((host.ip, 5000)),
+                SocketAddr::from((host.ip, 5001)),
+            ),
+            None => (
+                crate::port::free_loopback_addr()?,
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            ),
+        };
+        let mut command = match host {
+            Some(host) => host.command(&binary.to_string_lossy()),
+            None => Command::new(binary),
+        };
         command
             .arg("registry")
             .arg("--registry-addr")
@@ -97,21 +150,55 @@ impl SpegelNode {
             .arg(containerd.socket())
             .args(["--containerd-namespace", K8S_NAMESPACE])
             .arg("--containerd-content-path")
-            .arg(containerd.content_path())
-            .args(["--log-level", "debug"]);
+            .arg(containerd.content_path());
         // Several nodes share loopback: let the router pick a free port unless told otherwise.
         if !extra_args.iter().any(|a| a.starts_with("--router-addr")) {
-            command.args(["--router-addr", "127.0.0.1:0"]);
+            command.args(["--router-addr", &router.to_string()]);
+        }
+        // Metrics on a free port, the textfile in the node's own directory, and the preflight
+        // check against this containerd's config, unless the test says otherwise.
+        let given = |flag: &str| {
+            extra_args
+                .iter()
+                .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        if !given("--log-level") {
+            command.args(["--log-level", "debug"]);
+        }
+        if !given("--metrics-addr") {
+            command.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
+        if !given("--metrics-textfile") {
+            command
+                .arg("--metrics-textfile")
+                .arg(dir.path().join(TEXTFILE));
+        }
+        if !given("--containerd-config-path") {
+            command
+                .arg("--containerd-config-path")
+                .arg(containerd.config_path());
+        }
+        if !given("--containerd-registry-config-path") {
+            command
+                .arg("--containerd-registry-config-path")
+                .arg(containerd.hosts_dir());
         }
         command.args(extra_args);
+        command.envs(env.iter().copied());
         let log = dir.path().join("spegel-node.log");
         let mut process = Process::spawn("spegel-node", command, &log, &log)?;
-        wait_until_live(&mut process, addr).await?;
+        wait_until_live(&mut process, host, addr).await?;
         Ok(Self {
             process: Some(process),
             addr,
+            host: host.cloned(),
             dir,
         })
+    }
+
+    /// The network namespace it runs in (`None`: the machine's own).
+    pub fn netns(&self) -> Option<&Host> {
+        self.host.as_ref()
     }
 
     /// The registry address.
@@ -133,6 +220,11 @@ impl SpegelNode {
     /// once it has been terminated.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(|process| process.id())
+    }
+
+    /// Where the node writes its metrics textfile (unless `--metrics-textfile` was given).
+    pub fn textfile_path(&self) -> PathBuf {
+        self.dir.path().join(TEXTFILE)
     }
 
     /// The log file (stdout and stderr).
@@ -157,12 +249,18 @@ impl SpegelNode {
     }
 }
 
-async fn wait_until_live(process: &mut Process, addr: SocketAddr) -> Result<()> {
+async fn wait_until_live(
+    process: &mut Process,
+    host: Option<&Host>,
+    addr: SocketAddr,
+) -> Result<()> {
     let url = format!("http://{addr}/livez");
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         process.ensure_running()?;
-        let status = crate::http::get(&url, &[]).await.map(|r| r.status);
+        let status = crate::http::request_in(host, crate::http::Method::GET, &url, &[])
+            .await
+            .map(|r| r.status);
         if let Ok(200) = status {
             return Ok(());
         }

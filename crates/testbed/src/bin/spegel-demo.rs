@@ -19,7 +19,9 @@ fn mb(bytes: u64) -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    println!("Starting an upstream registry and 3 nodes (network namespaces, containerd + spegel-node each)...");
+    println!(
+        "Starting an upstream registry and 3 nodes (network namespaces, containerd + spegel-node each)..."
+    );
     let mut cluster = Cluster::start(3, &["--log-level", "info"]).await?;
     let spec = ImageSpec {
         layers: vec![24 << 20, 12 << 20, 4 << 20],
@@ -28,11 +30,17 @@ async fn main() -> Result<()> {
     let image = cluster.push(&spec, REPO, "v1").await?;
     let name = cluster.image_name(REPO, "v1");
     let image_bytes: u64 = image.all_blobs().iter().map(|b| b.size).sum();
-    println!("Pushed {name}: {} in {} blobs (multi-platform index)", mb(image_bytes), image.all_blobs().len());
+    println!(
+        "Pushed {name}: {} in {} blobs (multi-platform index)",
+        mb(image_bytes),
+        image.all_blobs().len()
+    );
     cluster.wait_until_joined().await?;
     // A remote registry is further away than a neighbour: limit the upstream's link.
     cluster.network.host(0).shape(UPSTREAM_MBIT).await?;
-    println!("The upstream's link is limited to {UPSTREAM_MBIT} Mbit/s; nodes talk to each other unlimited.\n");
+    println!(
+        "The upstream's link is limited to {UPSTREAM_MBIT} Mbit/s; nodes talk to each other unlimited.\n"
+    );
 
     let mut rows = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
@@ -77,7 +85,9 @@ async fn main() -> Result<()> {
 async fn wait_for_providers(cluster: &Cluster, node: usize, digest: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let providers = cluster.nodes[node].get_json(&format!("/_spegel/providers/{digest}")).await?;
+        let providers = cluster.nodes[node]
+            .get_json(&format!("/_spegel/providers/{digest}"))
+            .await?;
         if providers.as_array().is_some_and(|p| !p.is_empty()) || Instant::now() > deadline {
             return Ok(());
         }

@@ -1,0 +1,191 @@
+//! The two listeners: HTTPS with required client certificates, and plain HTTP for probes and
+//! metrics. Both take a bound listener and a shutdown token, so tests bind `127.0.0.1:0`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::asker::Asker;
+use crate::handler::App;
+use crate::tls_reload::ReloadingTls;
+
+/// Limits shared by both servers.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long a client may take for the TLS handshake, and again for a request head.
+    pub client_timeout: Duration,
+    /// How long open requests may run on after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            max_connections: 1024,
+            client_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the bootstrap endpoints over mutual TLS until `shutdown`. Every connection is
+/// handshaken with the acceptor current at accept time, so rotated certificates apply to
+/// new connections.
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: ReloadingTls,
+    app: App,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) {
+    let timeout = limits.client_timeout;
+    accept_loop(
+        "bootstrap (https)",
+        listener,
+        limits,
+        shutdown,
+        move |stream, peer, watcher| {
+            let acceptor = tls.acceptor();
+            let app = app.clone();
+            async move {
+                let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        app.metrics().handshake_failures.inc();
+                        debug!(%peer, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        app.metrics().handshake_failures.inc();
+                        debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let asker = Asker {
+                    addr: peer.ip(),
+                    cert: stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|cert| cert.clone().into_owned()),
+                };
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let response = app.bootstrap(request.method(), request.uri().path(), &asker);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection =
+                    http1_builder(timeout).serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(connection).await {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` in plain HTTP until `shutdown`.
+pub async fn serve_ops(
+    listener: TcpListener,
+    app: App,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) {
+    let timeout = limits.client_timeout;
+    accept_loop(
+        "operations (http)",
+        listener,
+        limits,
+        shutdown,
+        move |stream, peer, watcher| {
+            let app = app.clone();
+            async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let response = app.ops(request.method(), request.uri().path());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let connection =
+                    http1_builder(timeout).serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(connection).await {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+fn http1_builder(header_read_timeout: Duration) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(64 * 1024);
+    http
+}
+
+/// Accepts until `shutdown`, at most `limits.max_connections` at once, running `serve` for
+/// each; then waits up to `limits.shutdown_grace` for open connections.
+async fn accept_loop<F, Fut>(
+    name: &'static str,
+    listener: TcpListener,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Watcher) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    if let Ok(addr) = listener.local_addr() {
+        info!(server = name, %addr, "listening");
+    }
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Usually EMFILE or a connection reset before accept: back off briefly.
+                    warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = serve(stream, peer, graceful.watcher());
+        tokio::spawn(async move {
+            connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    debug!(server = name, "stopped accepting; finishing open requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            warn!(server = name, "grace period over; dropping open connections");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! spegel's Prometheus metrics.
+//!
+//! - [`Metrics`]: one owned registry holding every metric spegel exports, under the names
+//!   Spegel uses (so its dashboards work), with typed label sets. It is created once by the
+//!   binary and injected (`Arc<Metrics>`) into whatever records: nothing here is global.
+//!   Timers ([`Timer`], [`HttpRequest`]) record when dropped.
+//! - [`serve_metrics`]: the `GET /metrics` HTTP server for `--metrics-addr`.
+//! - [`write_textfile`]: the node-exporter textfile writer for `--metrics-textfile`
+//!   (temp file in the same directory → fsync → rename; removed on clean shutdown).
+//! - process metrics (RSS, CPU, threads, open files) are read from `/proc/self` at encode time.
+//!
+//! This crate knows nothing about registries, containerd or peers: it only counts what its
+//! callers tell it, and never calls into other spegel crates.
+
+mod error;
+mod exposition;
+mod metrics;
+mod process;
+mod server;
+mod textfile;
+
+pub use error::{Error, Result};
+pub use exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+pub use metrics::{Advertised, HttpRequest, Metrics, Timer};
+pub use server::serve_metrics;
+pub use textfile::{Textfile, write_textfile, write_textfile_once};

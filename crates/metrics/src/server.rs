@@ -1,0 +1,170 @@
+//! `GET /metrics` over HTTP/1 for `--metrics-addr`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::Metrics;
+use crate::exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+
+/// Scrapers served at once; more wait in the accept queue.
+const MAX_CONNECTIONS: usize = 16;
+
+/// How long a scraper may take to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open scrapes may finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves `metrics` at `GET /metrics` on `listener` until `shutdown` is cancelled.
+///
+/// Scrapers that accept OpenMetrics (Prometheus does) get it; others get the Prometheus
+/// text format 0.0.4.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let metrics = metrics.clone();
+        let service = service_fn(move |request| {
+            let response = respond(&metrics, &request);
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%peer, error = %e, "metrics connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+    }
+}
+
+fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.uri().path() != "/metrics" {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: metrics are at /metrics\n",
+        );
+    }
+    let head = request.method() == Method::HEAD;
+    if request.method() != Method::GET && !head {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    let openmetrics = request
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    let (encoded, content_type) = if openmetrics {
+        (metrics.encode_openmetrics(), OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (metrics.encode_prometheus(), PROMETHEUS_CONTENT_TYPE)
+    };
+    match encoded {
+        Ok(body) => {
+            let body = if head {
+                Bytes::new()
+            } else {
+                Bytes::from(body)
+            };
+            let mut response = Response::new(Full::new(body));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot encode metrics");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n")
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(path: &str, accept: Option<&str>) -> Request<()> {
+        let mut request = Request::get(path);
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        request.body(()).unwrap()
+    }
+
+    #[test]
+    fn prometheus_gets_openmetrics_when_it_asks() {
+        let metrics = Metrics::new();
+        let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+        let response = respond(&metrics, &get("/metrics", Some(accept)));
+
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn curl_gets_the_prometheus_text_format() {
+        let response = respond(&Metrics::new(), &get("/metrics", None));
+        assert_eq!(response.headers()[CONTENT_TYPE], PROMETHEUS_CONTENT_TYPE);
+    }
+
+    #[test]
+    fn other_paths_are_404() {
+        let response = respond(&Metrics::new(), &get("/", None));
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+}

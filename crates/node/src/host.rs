@@ -1,0 +1,145 @@
+//! The daemon's host integration: the containerd preflight check, the metrics endpoint and
+//! textfile, and the systemd supervisor, with the tasks that must finish before exit (the
+//! textfile is removed on the way out).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use spegel_advertiser::RegistryCounts;
+use spegel_containerd::ContentStore;
+use spegel_hostconfig::Preflight;
+use spegel_metrics::{Advertised, Metrics, Textfile};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::HostArgs;
+use crate::exit::BadConfig;
+use crate::systemd::Supervisor;
+
+/// How long host tasks may take to finish after the registry stopped.
+const FINISH_GRACE: Duration = Duration::from_secs(5);
+
+/// Checks containerd's config file before anything starts; a setting to fix is [`BadConfig`].
+pub fn preflight(args: &HostArgs) -> anyhow::Result<()> {
+    let config = &args.containerd_config_path;
+    if args.skip_preflight {
+        warn!(config = %config.display(), "containerd preflight check skipped (--skip-preflight)");
+        return Ok(());
+    }
+    match spegel_hostconfig::preflight(config, &args.containerd_registry_config_path) {
+        Ok(Preflight::Passed { decided_by }) => {
+            info!(config = %decided_by.display(), "containerd config suits spegel");
+            Ok(())
+        }
+        Ok(Preflight::NoConfigFile) => {
+            warn!(config = %config.display(), "containerd config not found: cannot check config_path and discard_unpacked_layers");
+            Ok(())
+        }
+        Err(e) if e.is_bad_config() => Err(BadConfig(format!(
+            "{e}\nspegel-node did not start; --skip-preflight starts it anyway."
+        ))
+        .into()),
+        Err(e) => {
+            warn!(error = %e, "cannot check containerd's config; starting anyway");
+            Ok(())
+        }
+    }
+}
+
+/// The advertised keys for systemd's `STATUS=` line.
+pub fn advertised_status(counts: &[RegistryCounts]) -> String {
+    let tags: usize = counts.iter().map(|c| c.image_tags).sum();
+    let digests: usize = counts.iter().map(|c| c.content_digests).sum();
+    format!("advertising {tags} tags and {digests} digests")
+}
+
+/// The metrics and the host tasks of a running daemon.
+pub struct Host {
+    /// Where everything records its metrics.
+    pub metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+}
+
+impl Host {
+    /// Binds `--metrics-addr`, then serves metrics there and writes the textfile until
+    /// `shutdown`.
+    pub async fn start(args: &HostArgs, shutdown: CancellationToken) -> anyhow::Result<Host> {
+        let metrics = Arc::new(Metrics::new());
+        let tasks = TaskTracker::new();
+        let listener = TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
+        info!(addr = %listener.local_addr()?, "metrics listening");
+        tasks.spawn(spegel_metrics::serve_metrics(
+            listener,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        if args.metrics_textfile.is_empty() {
+            info!("no metrics textfile (--metrics-textfile is empty)");
+        } else {
+            let textfile = Textfile {
+                path: args.metrics_textfile.clone().into(),
+                interval: args.metrics_textfile_interval,
+            };
+            tasks.spawn(spegel_metrics::write_textfile(
+                metrics.clone(),
+                textfile,
+                shutdown,
+            ));
+        }
+        Ok(Host { metrics, tasks })
+    }
+
+    /// Keeps the `spegel_advertised_*` gauges equal to the advertiser's latest counts.
+    pub fn export_advertised(
+        &self,
+        mut counts: watch::Receiver<Vec<RegistryCounts>>,
+        shutdown: CancellationToken,
+    ) {
+        let metrics = self.metrics.clone();
+        self.tasks.spawn(async move {
+            loop {
+                for registry in counts.borrow_and_update().iter() {
+                    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+                    metrics.set_advertised(
+                        &registry.registry,
+                        Advertised {
+                            image_tags: as_u64(registry.image_tags),
+                            image_digests: as_u64(registry.image_digests),
+                            content_digests: as_u64(registry.content_digests),
+                        },
+                    );
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    changed = counts.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+    }
+
+    /// Runs `supervisor` (systemd notifications) until shutdown.
+    pub fn supervise<S: ContentStore>(
+        &self,
+        supervisor: Supervisor<S>,
+        shutdown: CancellationToken,
+    ) {
+        self.tasks.spawn(supervisor.run(shutdown));
+    }
+
+    /// Waits (bounded) for the host tasks to finish after shutdown.
+    pub async fn finish(self) {
+        self.tasks.close();
+        if tokio::time::timeout(FINISH_GRACE, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!("host tasks did not finish within {FINISH_GRACE:?}");
+        }
+    }
+}
