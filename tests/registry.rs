@@ -277,3 +277,34 @@ async fn sigterm_stops_the_node_cleanly() -> Result<()> {
     assert!(status.success(), "exit status {status}");
     Ok(())
 }
+
+#[tokio::test]
+async fn blobs_stream_over_containerds_api_when_the_content_dir_is_unreadable() -> Result<()> {
+    spegel_testbed::require_root_tools()?;
+    let upstream = Upstream::start().await?;
+    let layout = tempfile::tempdir()?;
+    let spec = ImageSpec {
+        layers: vec![3 << 20],
+        multi_platform: false,
+    };
+    let image = spegel_testbed::build_oci_layout(layout.path(), &spec, "v1")?;
+    spegel_testbed::push(&image, &upstream.host(), REPO).await?;
+    let containerd = Containerd::start().await?;
+    containerd.mirror_to(&upstream.host())?;
+    containerd.cri_pull(&self_image(&upstream)).await?;
+    // A content path that does not exist: every byte must come through containerd's Content.Read.
+    let node = SpegelNode::start(
+        &containerd,
+        &["--containerd-content-path", "/nonexistent/content"],
+    )
+    .await?;
+    let layer = &image.layer_digests[0];
+    let url = format!("{}/v2/{REPO}/blobs/{layer}", node.url());
+    let whole = http::get(&url, &[]).await?;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, image.read_blob(layer)?);
+    let part = http::get(&url, &[("range", "bytes=1000000-1000099")]).await?;
+    assert_eq!(part.status, 206);
+    assert_eq!(part.body, image.read_blob(layer)?[1_000_000..1_000_100]);
+    Ok(())
+}

@@ -148,9 +148,7 @@ impl SpegelNode {
             .arg(addr.to_string())
             .arg("--containerd-sock")
             .arg(containerd.socket())
-            .args(["--containerd-namespace", K8S_NAMESPACE])
-            .arg("--containerd-content-path")
-            .arg(containerd.content_path());
+            .args(["--containerd-namespace", K8S_NAMESPACE]);
         // Several nodes share loopback: let the router pick a free port unless told otherwise.
         if !extra_args.iter().any(|a| a.starts_with("--router-addr")) {
             command.args(["--router-addr", &router.to_string()]);
@@ -162,6 +160,11 @@ impl SpegelNode {
                 .iter()
                 .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
         };
+        if !given("--containerd-content-path") {
+            command
+                .arg("--containerd-content-path")
+                .arg(containerd.content_path());
+        }
         if !given("--log-level") {
             command.args(["--log-level", "debug"]);
         }
