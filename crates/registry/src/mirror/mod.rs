@@ -9,13 +9,10 @@
 //! and the peers that sent it are not asked for that digest again.
 
 use std::collections::{HashMap, HashSet};
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -27,9 +24,15 @@ use spegel_metrics::Metrics;
 use spegel_oci::{Digest, ImageFilter, Verifier};
 use spegel_routing::{Key, PeerId, Provider, Router};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::response::{self, Body};
+
+mod peers;
+mod transfer;
+
+use peers::Peers;
+use transfer::Transfer;
 
 /// The header that marks a request between peers: it is served from local content only.
 pub const MIRRORED_HEADER: &str = "x-spegel-mirrored";
@@ -333,224 +336,6 @@ impl Drop for InUse {
             *n = n.saturating_sub(1);
         }
     }
-}
-
-/// The providers of one request, in the order they should be tried.
-struct Peers {
-    found: mpsc::Receiver<Provider>,
-    queue: Vec<Provider>,
-    tried: usize,
-    max: usize,
-}
-
-impl Peers {
-    /// Resolves providers; `None` when none arrives within the resolve timeout.
-    async fn resolve(mirror: &Mirror, fetch: &Fetch) -> Option<Peers> {
-        let max = mirror.config.max_peers.max(1);
-        let mut found = mirror.router.resolve(&fetch.key, max).await.ok()?;
-        let started = std::time::Instant::now();
-        let first = tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
-            .await
-            .ok()
-            .flatten()?;
-        mirror.metrics.observe_resolve("libp2p", started.elapsed());
-        let mut queue = vec![first];
-        while let Ok(more) = found.try_recv() {
-            queue.push(more);
-        }
-        let mut peers = Peers {
-            found,
-            queue,
-            tried: 0,
-            max,
-        };
-        peers.order(mirror, fetch);
-        Some(peers)
-    }
-
-    /// Least used first; peers that sent bad bytes for this digest are dropped.
-    fn order(&mut self, mirror: &Mirror, fetch: &Fetch) {
-        self.queue
-            .retain(|p| !mirror.is_untrusted(fetch.digest.as_ref(), &p.peer));
-        self.queue
-            .sort_by_key(|p| std::cmp::Reverse(mirror.usage(&p.peer)));
-    }
-
-    /// The next peer to try, waiting briefly for more providers when the queue is empty.
-    async fn next(&mut self, mirror: &Mirror, fetch: &Fetch) -> Option<Provider> {
-        if self.tried >= self.max {
-            return None;
-        }
-        if self.queue.is_empty() {
-            let more = tokio::time::timeout(mirror.config.resolve_timeout, self.found.recv()).await;
-            self.queue.extend(more.ok().flatten());
-            while let Ok(more) = self.found.try_recv() {
-                self.queue.push(more);
-            }
-            self.order(mirror, fetch);
-        }
-        let peer = self.queue.pop()?;
-        self.tried += 1;
-        Some(peer)
-    }
-
-    /// Asks peers in turn, hedging to the next when one is slow, and returns the first
-    /// good answer.
-    async fn first_answer(
-        &mut self,
-        mirror: &Mirror,
-        fetch: &Fetch,
-        range: Option<&str>,
-    ) -> Option<(Provider, Response<Incoming>)> {
-        let mut asking = FuturesUnordered::new();
-        let ask = |peer: Provider| async move {
-            let result = mirror.request(&peer, fetch, range).await;
-            (peer, result)
-        };
-        loop {
-            if asking.is_empty() {
-                let peer = self.next(mirror, fetch).await?;
-                asking.push(ask(peer));
-            }
-            tokio::select! {
-                Some((peer, result)) = asking.next() => match result {
-                    Ok(response) => return Some((peer, response)),
-                    Err(e) => debug!(peer = %peer.peer, registry = %peer.registry, error = %e, "peer could not serve"),
-                },
-                () = tokio::time::sleep(mirror.config.hedge_after), if self.tried < self.max => {
-                    if let Some(peer) = self.next(mirror, fetch).await {
-                        debug!(peer = %peer.peer, "first peer is slow; asking another");
-                        asking.push(ask(peer));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One blob response being fed from peers.
-struct Transfer {
-    mirror: Mirror,
-    fetch: Fetch,
-    peers: Peers,
-    /// Offset of the first byte of the response within the blob.
-    first: u64,
-    /// Bytes the response promised.
-    length: u64,
-    verify: bool,
-}
-
-impl Transfer {
-    async fn run(
-        mut self,
-        mut peer: Provider,
-        mut body: Incoming,
-        tx: mpsc::Sender<io::Result<Bytes>>,
-    ) {
-        let mut sent = 0u64;
-        let mut verifier = match (&self.fetch.digest, self.verify) {
-            (Some(digest), true) => Some(Verifier::new(digest.clone())),
-            _ => None,
-        };
-        let mut contributors = vec![peer.peer];
-        // The last chunk is held back until the digest is checked.
-        let mut held: Option<Bytes> = None;
-        loop {
-            match self
-                .copy(&mut body, &mut sent, &mut verifier, &mut held, &tx)
-                .await
-            {
-                Copy::ClientGone => return,
-                Copy::TooLong => break,
-                Copy::Ended if sent == self.length => break,
-                Copy::Ended | Copy::Broken => {}
-            }
-            info!(peer = %peer.peer, sent, of = self.length, "peer stream broke; resuming from another peer");
-            let range = format!(
-                "bytes={}-{}",
-                self.first + sent,
-                self.first + self.length - 1
-            );
-            match self
-                .peers
-                .first_answer(&self.mirror, &self.fetch, Some(&range))
-                .await
-            {
-                Some((next, response)) => {
-                    peer = next;
-                    contributors.push(peer.peer);
-                    body = response.into_body();
-                }
-                None => {
-                    let _ = tx
-                        .send(Err(io::Error::other("no peer could finish the blob")))
-                        .await;
-                    return;
-                }
-            }
-        }
-        let complete = sent == self.length;
-        let verified = verifier.is_none_or(|v| v.finish());
-        match (complete, verified, held) {
-            (true, true, Some(last)) => {
-                let _ = tx.send(Ok(last)).await;
-            }
-            (true, true, None) => {}
-            _ => {
-                if let Some(digest) = &self.fetch.digest {
-                    self.mirror.distrust(digest, &contributors);
-                }
-                let _ = tx
-                    .send(Err(io::Error::other("blob from peers failed verification")))
-                    .await;
-            }
-        }
-    }
-
-    /// Copies one peer's body into the response until it ends or breaks.
-    async fn copy(
-        &self,
-        body: &mut Incoming,
-        sent: &mut u64,
-        verifier: &mut Option<Verifier>,
-        held: &mut Option<Bytes>,
-        tx: &mpsc::Sender<io::Result<Bytes>>,
-    ) -> Copy {
-        loop {
-            let frame =
-                match tokio::time::timeout(self.mirror.config.stall_timeout, body.frame()).await {
-                    Err(_) => return Copy::Broken,
-                    Ok(None) => return Copy::Ended,
-                    Ok(Some(Err(e))) => {
-                        debug!(error = %e, "peer body broke");
-                        return Copy::Broken;
-                    }
-                    Ok(Some(Ok(frame))) => frame,
-                };
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if *sent + data.len() as u64 > self.length {
-                return Copy::TooLong;
-            }
-            *sent += data.len() as u64;
-            if let Some(v) = verifier.as_mut() {
-                v.update(&data);
-            }
-            if let Some(previous) = held.replace(data)
-                && tx.send(Ok(previous)).await.is_err()
-            {
-                return Copy::ClientGone;
-            }
-        }
-    }
-}
-
-enum Copy {
-    Ended,
-    Broken,
-    TooLong,
-    ClientGone,
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
