@@ -66,6 +66,26 @@ async fn upstream_blob_gets_from(cluster: &Cluster, node: usize) -> Result<usize
         .count())
 }
 
+/// A cluster of `nodes` where node 0 has pulled a one-layer image of `layer_bytes` from the
+/// upstream, and node 1 can already resolve its layer through the DHT.
+async fn seeded(
+    nodes: usize,
+    layer_bytes: usize,
+    repo: &str,
+) -> Result<(Cluster, TestImage, String)> {
+    let mut cluster = Cluster::start(nodes, FAST).await?;
+    let spec = ImageSpec {
+        layers: vec![layer_bytes],
+        multi_platform: false,
+    };
+    let image = cluster.push(&spec, repo, "v1").await?;
+    let name = cluster.image_name(repo, "v1");
+    cluster.wait_until_joined().await?;
+    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    until_resolvable(&cluster, 1, &image.layer_digests[0]).await?;
+    Ok((cluster, image, name))
+}
+
 fn assert_holds(held: &[String], image: &TestImage) {
     for blob in image.all_blobs() {
         assert!(held.contains(&blob.digest), "{} missing", blob.digest);
@@ -188,22 +208,8 @@ async fn when_nobody_has_it_the_pull_falls_back_to_the_upstream_fast() -> Result
 #[tokio::test]
 #[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
 async fn a_peer_serving_corrupted_bytes_is_never_believed() -> Result<()> {
-    let mut cluster = Cluster::start(2, FAST).await?;
-    let image = cluster
-        .push(
-            &ImageSpec {
-                layers: vec![2 << 20],
-                multi_platform: false,
-            },
-            "bad/img",
-            "v1",
-        )
-        .await?;
-    let name = cluster.image_name("bad/img", "v1");
-    cluster.wait_until_joined().await?;
-    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    let (cluster, image, name) = seeded(2, 2 << 20, "bad/img").await?;
     let layer = image.layer_digests[0].clone();
-    until_resolvable(&cluster, 1, &layer).await?;
 
     // Node 0's copy of the layer is altered on disk: same size, different bytes.
     let path = cluster.nodes[0].containerd.blob_path(&layer);
@@ -241,22 +247,8 @@ async fn a_peer_serving_corrupted_bytes_is_never_believed() -> Result<()> {
 #[tokio::test]
 #[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
 async fn removed_and_collected_content_is_withdrawn() -> Result<()> {
-    let mut cluster = Cluster::start(2, FAST).await?;
-    let image = cluster
-        .push(
-            &ImageSpec {
-                layers: vec![1 << 20],
-                multi_platform: false,
-            },
-            "gone/img",
-            "v1",
-        )
-        .await?;
-    let name = cluster.image_name("gone/img", "v1");
-    cluster.wait_until_joined().await?;
-    cluster.nodes[0].containerd.cri_pull(&name).await?;
+    let (cluster, image, _name) = seeded(2, 1 << 20, "gone/img").await?;
     let layer = image.layer_digests[0].clone();
-    until_resolvable(&cluster, 1, &layer).await?;
 
     // Remove every record of the image; containerd's GC then deletes the blobs, without events.
     for record in cluster.nodes[0].containerd.cri_list().await? {
