@@ -204,7 +204,8 @@ mod image_name_tests {
     #[test]
     fn image_names_split_into_registry_repository_and_tag() {
         let d = format!("sha256:{}", "a".repeat(64));
-        let cases: Vec<(String, Option<(&str, &str, Option<&str>)>)> = vec![
+        type Want<'a> = Option<(&'a str, &'a str, Option<&'a str>)>;
+        let cases: Vec<(String, Want)> = vec![
             (
                 "docker.io/library/nginx:1.27".into(),
                 Some(("docker.io", "library/nginx", Some("1.27"))),

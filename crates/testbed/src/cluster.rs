@@ -7,10 +7,17 @@
 //! the upstream's `certs.d/<host>/hosts.toml` lists the node's own spegel-node first and
 //! falls back to the upstream. Dropping the cluster stops every process, then deletes the
 //! namespaces.
+//!
+//! [`Cluster::start_with`] can leave spegel-node out: nodes then pull straight from the
+//! upstream, or through one pull-through cache on host `N+1` (see [`MirrorMode`]).
+
+mod mirror;
 
 use anyhow::{Context, Result};
 
 use crate::{Containerd, Host, ImageSpec, Network, SpegelNode, TestImage, Upstream};
+
+pub use mirror::{ClusterOptions, MirrorMode};
 
 /// One node: its namespace, containerd and spegel-node.
 pub struct ClusterNode {
@@ -52,9 +59,13 @@ impl ClusterNode {
     }
 }
 
-/// The upstream and the nodes. Fields drop in order: nodes, upstream, then the network.
+/// The upstream and the nodes. Fields drop in order: nodes, cache, upstream, then the
+/// network.
 pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
+    /// The pull-through cache ([`MirrorMode::PullThroughCache`] only), on the host after
+    /// the last node.
+    pub cache: Option<Upstream>,
     pub upstream: Upstream,
     pub network: Network,
     layouts: Vec<tempfile::TempDir>,
@@ -64,30 +75,53 @@ impl Cluster {
     /// Starts an upstream and `count` nodes. Every node but the first bootstraps from the
     /// first; `node_args` are passed to every spegel-node.
     pub async fn start(count: usize, node_args: &[&str]) -> Result<Cluster> {
+        let mut options = ClusterOptions::new(count, MirrorMode::Spegel);
+        options.node_args = node_args.iter().map(|&arg| arg.to_owned()).collect();
+        Self::start_with(&options).await
+    }
+
+    /// Starts an upstream, a pull-through cache if `options.mirror` asks for one, and
+    /// `options.nodes` nodes whose containerd asks that mirror first. spegel-node runs
+    /// only with [`MirrorMode::Spegel`], as in [`Cluster::start`].
+    pub async fn start_with(options: &ClusterOptions) -> Result<Cluster> {
         crate::require_root_tools()?;
-        let network = Network::create(count + 1).await?;
+        let count = options.nodes;
+        let with_cache = options.mirror == MirrorMode::PullThroughCache;
+        let network = Network::create(count + 1 + usize::from(with_cache)).await?;
         let upstream = Upstream::start_in(Some(network.host(0))).await?;
         let mut cluster = Cluster {
             nodes: Vec::new(),
+            cache: None,
             upstream,
             network,
             layouts: Vec::new(),
         };
+        if with_cache {
+            let host = cluster.network.host(count + 1);
+            let cache = Upstream::start_proxy_in(Some(host), &cluster.upstream.url()).await?;
+            cluster.cache = Some(cache);
+        }
+        let cache_host = cluster.cache.as_ref().map(Upstream::host);
+        let node_args: Vec<&str> = options.node_args.iter().map(String::as_str).collect();
         for i in 1..=count {
             let host = cluster.network.host(i).clone();
             let containerd = Containerd::start_in(Some(&host)).await?;
-            let hosts_toml = format!(
-                "server = \"http://{upstream}\"\n\n[host.\"http://{ip}:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                upstream = cluster.upstream.host(),
-                ip = host.ip
+            let upstream_host = cluster.upstream.host();
+            let hosts_toml = mirror::hosts_toml(
+                options.mirror,
+                &upstream_host,
+                host.ip,
+                cache_host.as_deref(),
             );
-            containerd.write_hosts_toml(&cluster.upstream.host(), &hosts_toml)?;
+            containerd.write_hosts_toml(&upstream_host, &hosts_toml)?;
             cluster.nodes.push(ClusterNode {
                 spegel: None,
                 containerd,
                 host,
             });
-            cluster.start_spegel(i - 1, node_args).await?;
+            if options.mirror == MirrorMode::Spegel {
+                cluster.start_spegel(i - 1, &node_args).await?;
+            }
         }
         Ok(cluster)
     }

@@ -132,6 +132,14 @@ impl Containerd {
             .with_context(|| format!("containerd log tail:\n{}", self.log_tail()))
     }
 
+    /// [`Containerd::cri_pull`] for a large image: gives up after `timeout` instead of
+    /// the default two minutes.
+    pub async fn cri_pull_within(&self, image: &str, timeout: Duration) -> Result<String> {
+        cri::pull_within(self.socket(), image, timeout)
+            .await
+            .with_context(|| format!("containerd log tail:\n{}", self.log_tail()))
+    }
+
     /// Removes `image` through CRI `RemoveImage`.
     pub async fn cri_remove(&self, image: &str) -> Result<()> {
         cri::remove(self.socket(), image).await

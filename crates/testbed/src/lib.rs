@@ -7,7 +7,7 @@
 //! | module | stands up |
 //! |---|---|
 //! | [`containerd`] | a `containerd` with its own root, sockets and `certs.d`; CRI pulls; `ctr` |
-//! | [`upstream`] | a `docker-registry` upstream with its access log |
+//! | [`upstream`] | a `docker-registry` upstream (or pull-through cache) with its access log |
 //! | [`image`] | random OCI test images in a layout, pushed with skopeo |
 //! | [`node`] | a `spegel-node registry` process |
 //! | [`http`] | a small HTTP/1 client |
@@ -26,7 +26,7 @@ mod process;
 mod tools;
 pub mod upstream;
 
-pub use cluster::{Cluster, ClusterNode};
+pub use cluster::{Cluster, ClusterNode, ClusterOptions, MirrorMode};
 pub use containerd::Containerd;
 pub use image::{Blob, ImageSpec, TestImage, build_oci_layout, push};
 pub use netns::{Host, Network};

@@ -1,6 +1,8 @@
 //! A real upstream registry: distribution's `docker-registry serve` with filesystem
 //! storage in a temporary directory, on a free loopback port, with its access log kept
 //! so tests can prove which requests reached it.
+//! [`Upstream::start_proxy_in`] runs the same program as a pull-through cache of another
+//! registry (distribution's proxy mode), for the benchmarks.
 
 mod access_log;
 
@@ -49,6 +51,18 @@ impl Upstream {
     /// Starts a registry inside `host`'s namespace on port 5000 of its address, or on
     /// loopback when `host` is `None`.
     pub async fn start_in(host: Option<&Host>) -> Result<Self> {
+        Self::start_serving(host, None).await
+    }
+
+    /// Starts a pull-through cache (distribution's proxy mode, `proxy.remoteurl`, as
+    /// Gardener's registry-cache runs it) in front of the registry at `remote_url`
+    /// (e.g. `http://10.231.0.2:5000`), placed like [`Upstream::start_in`]. It stores
+    /// what it fetched and serves later requests from its storage; it refuses pushes.
+    pub async fn start_proxy_in(host: Option<&Host>, remote_url: &str) -> Result<Self> {
+        Self::start_serving(host, Some(remote_url)).await
+    }
+
+    async fn start_serving(host: Option<&Host>, proxy_remote_url: Option<&str>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("upstream-")
             .tempdir()
@@ -57,7 +71,7 @@ impl Upstream {
             Some(host) => SocketAddr::from((host.ip, 5000)),
             None => crate::port::free_loopback_addr()?,
         };
-        let config = render_config(&dir.path().join("storage"), addr);
+        let config = render_config(&dir.path().join("storage"), addr, proxy_remote_url);
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)
             .with_context(|| format!("writing {}", config_path.display()))?;
@@ -199,10 +213,17 @@ async fn wait_until_quiet(path: &Path) {
     }
 }
 
-/// distribution's `config.yml`: filesystem storage, loopback only, access log on.
-fn render_config(storage: &Path, addr: SocketAddr) -> String {
+/// distribution's `config.yml`: filesystem storage, loopback only, access log on; with
+/// `proxy_remote_url`, a pull-through cache of that registry.
+fn render_config(storage: &Path, addr: SocketAddr, proxy_remote_url: Option<&str>) -> String {
     // A JSON string is a valid YAML double-quoted scalar.
     let storage = serde_json::Value::from(storage.to_string_lossy()).to_string();
+    let proxy = proxy_remote_url
+        .map(|url| {
+            let url = serde_json::Value::from(url).to_string();
+            format!("proxy:\n  remoteurl: {url}\n")
+        })
+        .unwrap_or_default();
     format!(
         "version: 0.1
 log:
@@ -221,7 +242,7 @@ storage:
 http:
   addr: {addr}
   secret: spegel-testbed-upload-state-secret
-"
+{proxy}"
     )
 }
 
@@ -232,12 +253,27 @@ mod tests {
     #[test]
     fn config_listens_on_the_given_loopback_address_and_stores_in_the_given_dir() {
         let addr: SocketAddr = "127.0.0.1:4999".parse().unwrap();
-        let config = render_config(Path::new("/tmp/up/storage"), addr);
+        let config = render_config(Path::new("/tmp/up/storage"), addr, None);
         assert!(config.contains("  addr: 127.0.0.1:4999\n"), "{config}");
         assert!(
             config.contains("rootdirectory: \"/tmp/up/storage\"\n"),
             "{config}"
         );
         assert!(config.contains("disabled: false"), "{config}");
+        assert!(!config.contains("proxy:"), "{config}");
+    }
+
+    #[test]
+    fn a_proxy_config_names_the_remote_registry() {
+        let addr: SocketAddr = "10.231.0.9:5000".parse().unwrap();
+        let config = render_config(
+            Path::new("/tmp/cache/storage"),
+            addr,
+            Some("http://10.231.0.2:5000"),
+        );
+        assert!(
+            config.ends_with("proxy:\n  remoteurl: \"http://10.231.0.2:5000\"\n"),
+            "{config}"
+        );
     }
 }

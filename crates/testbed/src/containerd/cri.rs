@@ -33,15 +33,20 @@ pub(super) async fn image_client(socket: &Path) -> Result<ImageServiceClient<Cha
 
 /// Pulls `image` and returns the image reference the runtime reports (`sha256:…`).
 pub(super) async fn pull(socket: &Path, image: &str) -> Result<String> {
+    pull_within(socket, image, PULL_TIMEOUT).await
+}
+
+/// [`pull`], giving up after `timeout`.
+pub(super) async fn pull_within(socket: &Path, image: &str, timeout: Duration) -> Result<String> {
     let mut client = image_client(socket).await?;
     let request = cri::PullImageRequest {
         image: Some(spec(image)),
         auth: None,
         sandbox_config: None,
     };
-    let response = tokio::time::timeout(PULL_TIMEOUT, client.pull_image(request))
+    let response = tokio::time::timeout(timeout, client.pull_image(request))
         .await
-        .with_context(|| format!("CRI PullImage {image} took longer than {PULL_TIMEOUT:?}"))?
+        .with_context(|| format!("CRI PullImage {image} took longer than {timeout:?}"))?
         .with_context(|| format!("CRI PullImage {image}"))?;
     Ok(response.into_inner().image_ref)
 }

@@ -1,0 +1,91 @@
+//! Smoke run of the pull benchmark (`bench-pulls`, see `docs/benchmarks.md`): two nodes,
+//! a 1 MB image, every mode (direct, pull-through cache, spegel-node) and both phases, so
+//! the benchmark's code path (cluster modes, the proxy cache, shaping, the report) keeps
+//! working. It checks the shape of the output, never the figures.
+//!
+//! It runs the `bench-pulls` binary built next to `spegel-node` (`cargo build --workspace
+//! --bins`), as root; `#[ignore]`d for quick runs like the other multi-node tests.
+
+#![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use tokio::process::Command;
+
+/// The whole smoke run takes well under a minute; give a slow CI machine room.
+const RUN_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// `bench-pulls` in the same target directory as `spegel-node`.
+fn bench_binary() -> Result<PathBuf> {
+    let node = spegel_testbed::spegel_node_binary()?;
+    let bench = node.with_file_name("bench-pulls");
+    ensure!(
+        bench.is_file(),
+        "{} not found; build it first: cargo build -p spegel-testbed --bin bench-pulls",
+        bench.display()
+    );
+    Ok(bench)
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn a_tiny_run_measures_every_mode_and_phase_and_writes_the_report() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let mut command = Command::new(bench_binary()?);
+    command
+        .args([
+            "--nodes",
+            "2",
+            "--sizes",
+            "1",
+            "--layers",
+            "1",
+            "--modes",
+            "direct,cache,spegel",
+            "--phases",
+            "create,rolling",
+            "--upstream-mbit",
+            "100",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("SPEGEL_NODE_BIN", spegel_testbed::spegel_node_binary()?)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .context("bench-pulls took too long")??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "bench-pulls failed with {}:\n{stdout}\n{stderr}",
+        output.status
+    );
+
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("pulls.json"))?)?;
+    let rows = results["results"].as_array().context("no results")?;
+    assert_eq!(rows.len(), 6, "3 modes × 2 phases: {results:#}");
+    for row in rows {
+        let pulls = row["pull_seconds"].as_array().unwrap();
+        assert_eq!(pulls.len(), 2, "one time per node: {row}");
+        assert!(row["all_nodes_seconds"].as_f64().unwrap() > 0.0, "{row}");
+        // Someone fetched the image from the upstream in every mode: all start cold.
+        let served = row["upstream_blob_bytes"].as_u64().unwrap();
+        assert!(served >= row["image_bytes"].as_u64().unwrap() / 2, "{row}");
+        let spegel = row["mode"] == "spegel";
+        assert_eq!(row["peak_spegel_rss_bytes"].is_u64(), spegel, "{row}");
+    }
+
+    let markdown = std::fs::read_to_string(out.path().join("pulls.md"))?;
+    for mode in ["| direct |", "| cache |", "| spegel |"] {
+        assert_eq!(markdown.matches(mode).count(), 2, "{mode} in:\n{markdown}");
+    }
+    let svg = std::fs::read_to_string(out.path().join("pulls.svg"))?;
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+    Ok(())
+}
