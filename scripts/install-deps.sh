@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages that the tests, the demo and the benchmarks use.
-# Idempotent: installs only what is missing. Needs root (apt-get).
+# Idempotent: installs only what is missing (a command already on PATH counts as present,
+# e.g. a kubectl from another package). Needs root (apt-get).
 set -euo pipefail
 
-packages=(
-  containerd        # a real containerd per test node
-  docker-registry   # the upstream registry (distribution 2.8)
-  skopeo            # pushes test images, and is a real client of spegel-node
-  protobuf-compiler # containerd-client compiles containerd's protos at build time
-  iproute2          # network namespaces, veth, tc for the multi-node tests
-  nginx-light       # the reference server in the registry benchmark
-  systemd           # systemd-analyze verify of systemd/spegel.service
-  kubernetes-client # kubectl kustomize of deploy/
+# command  package            why
+needs=(
+  "containerd      containerd         a real containerd per test node"
+  "docker-registry docker-registry    the upstream registry (distribution 2.8)"
+  "skopeo          skopeo             pushes test images; a real client of spegel-node"
+  "protoc          protobuf-compiler  containerd-client compiles containerd's protos"
+  "ip              iproute2           network namespaces and veths for multi-node tests"
+  "tc              iproute2           link shaping (tbf) in tests and benchmarks"
+  "nginx           nginx-light        the reference server in the registry benchmark"
+  "systemd-analyze systemd            verifies systemd/spegel.service"
+  "kubectl         kubernetes-client  renders deploy/ with kubectl kustomize"
 )
 
 missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for line in "${needs[@]}"; do
+  read -r command package _ <<<"$line"
+  command -v "$command" >/dev/null 2>&1 || missing+=("$package")
 done
 if ((${#missing[@]})); then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   echo "installing: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
