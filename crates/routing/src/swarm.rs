@@ -74,7 +74,10 @@ struct Task {
     lookups: HashMap<QueryId, Lookup>,
     advertised: HashSet<Key>,
     peer_count: watch::Sender<usize>,
-    bootstrapped: bool,
+    /// True until a bootstrap completes: announcements made until then may have reached
+    /// nobody and are repeated once (later bootstraps do not re-announce everything).
+    unannounced: bool,
+    bootstrap_requested: bool,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -149,7 +152,8 @@ pub(crate) async fn spawn(
         lookups: HashMap::new(),
         advertised: HashSet::new(),
         peer_count,
-        bootstrapped: false,
+        unannounced: true,
+        bootstrap_requested: false,
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -291,8 +295,10 @@ impl Task {
             kad::Event::RoutingUpdated { .. } => {
                 let count = self.routing_table_size();
                 self.peer_count.send_replace(count);
-                if !self.bootstrapped {
-                    self.bootstrapped = true;
+                // The first peer: join properly (Kademlia also re-bootstraps on its own
+                // while the table is small, and every few minutes).
+                if !self.bootstrap_requested {
+                    self.bootstrap_requested = true;
                     if let Err(e) = self.kad().bootstrap() {
                         debug!(error = %e, "bootstrap not possible yet");
                     }
@@ -312,7 +318,8 @@ impl Task {
                     }
                 }
                 QueryResult::GetProviders(_) if step.last => self.finish_lookup(id),
-                QueryResult::Bootstrap(Ok(done)) if done.num_remaining == 0 => {
+                QueryResult::Bootstrap(Ok(done)) if done.num_remaining == 0 && self.unannounced => {
+                    self.unannounced = false;
                     info!(peers = self.routing_table_size(), "joined the DHT");
                     // Records announced before we had peers reached nobody.
                     let keys: Vec<Key> = self.advertised.iter().cloned().collect();
