@@ -2,19 +2,15 @@
 //! metrics. Both take a bound listener and a shutdown token, so tests bind `127.0.0.1:0`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use spegel_serve::{Limits, accept_loop};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::asker::Asker;
 use crate::handler::App;
@@ -29,6 +25,16 @@ pub struct ServerLimits {
     pub client_timeout: Duration,
     /// How long open requests may run on after shutdown begins.
     pub shutdown_grace: Duration,
+}
+
+impl ServerLimits {
+    /// The part the shared accept loop needs.
+    fn accept(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
 }
 
 impl Default for ServerLimits {
@@ -55,7 +61,7 @@ pub async fn serve_https(
     accept_loop(
         "bootstrap (https)",
         listener,
-        limits,
+        limits.accept(),
         shutdown,
         move |stream, peer, watcher| {
             let acceptor = tls.acceptor();
@@ -109,7 +115,7 @@ pub async fn serve_ops(
     accept_loop(
         "operations (http)",
         listener,
-        limits,
+        limits.accept(),
         shutdown,
         move |stream, peer, watcher| {
             let app = app.clone();
@@ -135,57 +141,4 @@ fn http1_builder(header_read_timeout: Duration) -> http1::Builder {
         .header_read_timeout(header_read_timeout)
         .max_buf_size(64 * 1024);
     http
-}
-
-/// Accepts until `shutdown`, at most `limits.max_connections` at once, running `serve` for
-/// each; then waits up to `limits.shutdown_grace` for open connections.
-async fn accept_loop<F, Fut>(
-    name: &'static str,
-    listener: TcpListener,
-    limits: ServerLimits,
-    shutdown: CancellationToken,
-    serve: F,
-) where
-    F: Fn(TcpStream, SocketAddr, Watcher) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    if let Ok(addr) = listener.local_addr() {
-        info!(server = name, %addr, "listening");
-    }
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually EMFILE or a connection reset before accept: back off briefly.
-                    warn!(server = name, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let connection = serve(stream, peer, graceful.watcher());
-        tokio::spawn(async move {
-            connection.await;
-            drop(permit);
-        });
-    }
-    drop(listener);
-    debug!(server = name, "stopped accepting; finishing open requests");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(limits.shutdown_grace) => {
-            warn!(server = name, "grace period over; dropping open connections");
-        }
-    }
 }

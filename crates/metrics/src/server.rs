@@ -11,9 +11,8 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use spegel_serve::{Limits, accept_loop};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -38,48 +37,33 @@ pub async fn serve_metrics(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let limits = Limits {
+        max_connections: MAX_CONNECTIONS,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    accept_loop(
+        "metrics",
+        listener,
+        limits,
+        shutdown,
+        move |stream, peer, watcher| {
+            let metrics = metrics.clone();
+            let service = service_fn(move |request| {
+                let response = respond(&metrics, &request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            async move {
+                if let Err(e) = connection.await {
+                    debug!(%peer, error = %e, "metrics connection ended with an error");
                 }
-            },
-        };
-        let metrics = metrics.clone();
-        let service = service_fn(move |request| {
-            let response = respond(&metrics, &request);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "metrics connection ended with an error");
             }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-    }
+        },
+    )
+    .await;
 }
 
 fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {

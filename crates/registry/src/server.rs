@@ -7,13 +7,12 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use spegel_containerd::ContentStore;
 use spegel_metrics::Metrics;
+use spegel_serve::{Limits, accept_loop};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::Registry;
 
@@ -52,54 +51,38 @@ pub async fn serve<S: ContentStore>(
     config: ServerConfig,
     shutdown: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(config.max_connections));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(8192));
-    loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Usually EMFILE or a connection reset before accept: back off briefly.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let registry = registry.clone();
-        let metrics = config.metrics.clone();
-        let service = service_fn(move |request| {
+    let limits = Limits {
+        max_connections: config.max_connections,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let metrics = config.metrics;
+    accept_loop(
+        "registry",
+        listener,
+        limits,
+        shutdown,
+        move |stream, peer, watcher| {
             let registry = registry.clone();
-            let measured = crate::metered::start(&metrics, &request);
+            let metrics = metrics.clone();
+            let service = service_fn(move |request| {
+                let registry = registry.clone();
+                let measured = crate::metered::start(&metrics, &request);
+                async move {
+                    let response = registry.handle(request).await;
+                    Ok::<_, Infallible>(crate::metered::finish(measured, response))
+                }
+            });
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             async move {
-                let response = registry.handle(request).await;
-                Ok::<_, Infallible>(crate::metered::finish(measured, response))
+                if let Err(e) = connection.await {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
             }
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
-    info!("registry stopped accepting; finishing open requests");
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(config.shutdown_grace) => warn!("grace period over; dropping open requests"),
-    }
+        },
+    )
+    .await;
 }
