@@ -15,7 +15,11 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
-use crate::{BlobStream, ContentStore, Error, Result, file};
+use crate::{
+    BlobStream, ContentStore, Error, FollowLimits, IngestEvent, IngestWatch, Result, file,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// How long a unary call to containerd may take before the request gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +43,8 @@ pub struct Containerd {
     channel: Channel,
     namespace: MetadataValue<Ascii>,
     content_dir: Option<PathBuf>,
+    /// Downloads in progress, once [`Containerd::watch_ingests`] started watching them.
+    ingests: Option<IngestWatch>,
 }
 
 impl Containerd {
@@ -64,7 +70,23 @@ impl Containerd {
             channel,
             namespace,
             content_dir: config.content_dir,
+            ingests: None,
         })
+    }
+
+    /// Starts watching the blobs containerd downloads in our namespace (needs the content
+    /// directory), so they can be served while in flight. Returns what the watcher reports,
+    /// or `None` without a content directory.
+    pub fn watch_ingests(
+        &mut self,
+        poll: Duration,
+        shutdown: CancellationToken,
+    ) -> Option<mpsc::Receiver<IngestEvent>> {
+        let dir = self.content_dir.as_ref()?;
+        let namespace = self.namespace.to_str().ok()?.to_owned();
+        let (watch, events) = IngestWatch::start(dir, &namespace, poll, shutdown);
+        self.ingests = Some(watch);
+        Some(events)
     }
 
     /// A request carrying the namespace header and a deadline.
@@ -186,6 +208,37 @@ impl ContentStore for Containerd {
             }
         }
         self.read_over_grpc(digest, first, len).await
+    }
+
+    fn in_flight(&self, digest: &Digest) -> Option<u64> {
+        Some(self.ingests.as_ref()?.get(digest)?.total)
+    }
+
+    async fn wait_in_flight(&self, digest: &Digest, timeout: Duration) -> Option<u64> {
+        let ingests = self.ingests.as_ref()?;
+        Some(ingests.wait_for(digest, timeout).await?.total)
+    }
+
+    async fn follow(
+        &self,
+        digest: &Digest,
+        first: u64,
+        stall_timeout: Duration,
+    ) -> Result<BlobStream> {
+        let failed = |source| Error::InFlight {
+            digest: digest.to_string(),
+            source,
+        };
+        let ingest = self
+            .ingests
+            .as_ref()
+            .and_then(|i| i.get(digest).map(|ingest| (i, ingest)));
+        let Some((ingests, ingest)) = ingest else {
+            return Err(failed(io::Error::other("not being downloaded")));
+        };
+        crate::follow(ingests, &ingest, first, FollowLimits { stall_timeout })
+            .await
+            .map_err(failed)
     }
 
     async fn check(&self) -> Result<()> {

@@ -18,6 +18,12 @@ pub enum Error {
     /// containerd's answer did not have the shape its API promises.
     #[error("containerd {call} answered something unexpected: {detail}")]
     Unexpected { call: &'static str, detail: String },
+    /// A blob containerd was downloading could not be followed.
+    #[error("cannot follow the download of {digest}: {source}")]
+    InFlight {
+        digest: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {

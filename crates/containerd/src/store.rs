@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use spegel_oci::{Digest, Repository, Tag};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Bytes of a blob, streamed in chunks; an `Err` item means the stream broke.
 pub type BlobStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -39,4 +39,36 @@ pub trait ContentStore: Clone + Send + Sync + 'static {
 
     /// Succeeds when the store can answer right now.
     fn check(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// The size of `digest` if containerd is downloading it right now (not committed yet).
+    /// Stores that cannot see downloads answer `None`.
+    fn in_flight(&self, _digest: &Digest) -> Option<u64> {
+        None
+    }
+
+    /// Waits up to `timeout` for a download of `digest` to start; its size if one did.
+    fn wait_in_flight(
+        &self,
+        _digest: &Digest,
+        _timeout: std::time::Duration,
+    ) -> impl Future<Output = Option<u64>> + Send {
+        async { None }
+    }
+
+    /// Streams a blob that is being downloaded from byte `first` to its end, following the
+    /// download; the stream fails when the download stops or stalls for `stall_timeout`.
+    fn follow(
+        &self,
+        digest: &Digest,
+        _first: u64,
+        _stall_timeout: std::time::Duration,
+    ) -> impl Future<Output = Result<BlobStream>> + Send {
+        let digest = digest.to_string();
+        async move {
+            Err(Error::InFlight {
+                digest,
+                source: io::Error::other("this store does not see downloads"),
+            })
+        }
+    }
 }

@@ -18,9 +18,11 @@ mod metrics;
 mod process;
 mod server;
 mod textfile;
+mod transfer;
 
 pub use error::{Error, Result};
 pub use exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use metrics::{Advertised, HttpRequest, Metrics, Timer};
 pub use server::serve_metrics;
 pub use textfile::{Textfile, write_textfile, write_textfile_once};
+pub use transfer::{FlightOutcome, Source, TransferMetrics};

@@ -99,6 +99,8 @@ pub struct Metrics {
     http_request_duration: HistogramFamily<HttpLabels>,
     http_response_size: HistogramFamily<HttpLabels>,
     http_requests_inflight: Family<HandlerLabels, Gauge>,
+    /// Bytes by source and single-flight outcomes.
+    pub transfer: crate::TransferMetrics,
 }
 
 impl Default for Metrics {
@@ -168,8 +170,10 @@ impl Metrics {
             "Registry requests being answered now",
             http_requests_inflight.clone(),
         );
+        let transfer = crate::TransferMetrics::register(&mut registry);
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
+            transfer,
             registry,
             mirror_requests,
             mirror_last_success,

@@ -154,6 +154,24 @@ pub struct P2pArgs {
     /// How often provider records are announced again; must be shorter than --provider-ttl.
     #[arg(long, env = "SPEGEL_PROVIDER_REPUBLISH_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub provider_republish_interval: Duration,
+    /// Cold pulls: when several nodes miss a blob nobody holds at the same moment, elect one
+    /// to fetch it upstream and let the others stream its download as it grows
+    /// (`--single-flight=false` sends every node upstream, as Spegel does).
+    #[arg(long, env = "SPEGEL_SINGLE_FLIGHT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub single_flight: bool,
+    /// How long a node that misses a blob waits for the claims of other nodes that missed it
+    /// at the same moment, before they elect who fetches it (a node pulling alone pays this
+    /// once per blob).
+    #[arg(long, env = "SPEGEL_INFLIGHT_CLAIM_WINDOW", default_value = "200ms", value_parser = parse_duration)]
+    pub inflight_claim_window: Duration,
+    /// The longest a request is held waiting for another node's download to start; then the
+    /// node fetches the blob itself.
+    #[arg(long, env = "SPEGEL_INFLIGHT_HOLD", default_value = "5s", value_parser = parse_duration)]
+    pub inflight_hold: Duration,
+    /// A download in progress served to a peer that gains no byte for this long is given up:
+    /// the response is cut so the peer continues elsewhere.
+    #[arg(long, env = "SPEGEL_INFLIGHT_STALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub inflight_stall_timeout: Duration,
 }
 
 /// Flag values every spegel binary parses the same way.

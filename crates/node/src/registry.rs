@@ -10,6 +10,10 @@ use tracing::{info, warn};
 
 use crate::config::RegistryArgs;
 
+/// How often containerd's `ingest/` directory is looked at (downloads appear 10-20 ms before
+/// their first byte; followers lag by at most this plus containerd's 1 MiB write steps).
+const INGEST_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     crate::host::preflight(&args.host)?;
@@ -17,16 +21,19 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let host = crate::host::Host::start(&args.host, shutdown.clone()).await?;
 
-    let store = Containerd::new(ContainerdConfig {
+    let mut store = Containerd::new(ContainerdConfig {
         socket: args.containerd_sock.clone(),
         namespace: args.containerd_namespace.clone(),
         content_dir: Some(args.containerd_content_path.clone()),
     })?;
+    // Downloads in progress: served to peers, advertised as in flight.
+    let ingests = store.watch_ingests(INGEST_POLL, shutdown.clone());
     match store.check().await {
         Ok(()) => info!(socket = %args.containerd_sock.display(), "containerd reachable"),
         Err(e) => warn!(error = %e, "containerd not reachable yet; serving 404s until it is"),
     }
 
+    let ingests_watched = ingests.is_some();
     let listener = TcpListener::bind(args.registry_addr)
         .await
         .with_context(|| format!("cannot listen on --registry-addr {}", args.registry_addr))?;
@@ -40,12 +47,23 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await?;
+    if let Some(events) = ingests {
+        tokio::spawn(crate::p2p::advertise_in_flight(
+            events,
+            p2p.router.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mirror = Mirror::new(
         p2p.router.clone(),
         MirrorConfig {
             resolve_timeout: args.p2p.mirror_resolve_timeout,
             max_peers: args.p2p.mirror_resolve_retries,
             filter: p2p.filter.clone(),
+            single_flight: args.p2p.single_flight && ingests_watched,
+            claim_window: args.p2p.inflight_claim_window,
+            inflight_hold: args.p2p.inflight_hold,
+            inflight_stall_timeout: args.p2p.inflight_stall_timeout,
             ..MirrorConfig::default()
         },
         host.metrics.clone(),

@@ -10,7 +10,9 @@ use spegel_oci::{
 use spegel_routing::Key;
 use tracing::{debug, warn};
 
-use crate::mirror::{Fetch, MIRRORED_HEADER, Mirror};
+use crate::mirror::{
+    Decision, Fetch, HOLD_HEADER, IN_FLIGHT, MIRRORED_HEADER, Mirror, SOURCE_HEADER,
+};
 use crate::response::{self, Body};
 
 /// Manifests larger than this are not manifests (distribution refuses to store them).
@@ -227,6 +229,9 @@ impl<S: ContentStore> Registry<S> {
             .await
             .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
         let Some(size) = local else {
+            if headers.contains_key(MIRRORED_HEADER) {
+                return self.in_flight_blob(request, digest, head).await;
+            }
             return self.mirror_blob(request, digest, head).await;
         };
         let range = requested_range(headers, size)?;
@@ -243,7 +248,12 @@ impl<S: ContentStore> Registry<S> {
                 .read(digest, first, len)
                 .await
                 .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
-            response::stream(stream)
+            match &self.mirror {
+                Some(mirror) if !headers.contains_key(MIRRORED_HEADER) => {
+                    response::stream(mirror.count_local(stream))
+                }
+                _ => response::stream(stream),
+            }
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
@@ -263,6 +273,75 @@ impl<S: ContentStore> Registry<S> {
 }
 
 impl<S: ContentStore> Registry<S> {
+    /// A peer asks for a blob this node has not committed: served from containerd's download
+    /// in progress, following it as it grows. Never for this node's own containerd (it would
+    /// wait for itself: the peer marker is required). While this node is still deciding
+    /// who fetches the blob (single flight), the request is held up to the hold the peer
+    /// asked for, bounded by ours.
+    async fn in_flight_blob<B>(
+        &self,
+        request: &Request<B>,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Response<Body>, Failure> {
+        let unknown = || {
+            Failure::Client(RegistryError::new(
+                ErrorCode::BlobUnknown,
+                format!("blob {digest} is not here"),
+            ))
+        };
+        let Some(mirror) = &self.mirror else {
+            return Err(unknown());
+        };
+        let Some(total) = self.store.in_flight(digest) else {
+            return Err(unknown());
+        };
+        let hold = request
+            .headers()
+            .get(HOLD_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+            .unwrap_or_default()
+            .min(mirror.config().inflight_hold);
+        if mirror.flights().decided(digest, hold).await == Some(Decision::Deciding) {
+            debug!(%digest, "still deciding who fetches it; not serving it yet");
+            return Err(unknown());
+        }
+        let range = requested_range(request.headers(), total)?;
+        let (status, first, len) = match range {
+            Some(r) => (StatusCode::PARTIAL_CONTENT, r.first, r.len()),
+            None => (StatusCode::OK, 0, total),
+        };
+        debug!(%digest, first, len, "serving a download in progress");
+        let body = if head || len == 0 {
+            response::empty()
+        } else {
+            let stall = mirror.config().inflight_stall_timeout;
+            let stream = self
+                .store
+                .follow(digest, first, stall)
+                .await
+                .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
+            response::stream(response::take(stream, len))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        headers.insert(SOURCE_HEADER, HeaderValue::from_static(IN_FLIGHT));
+        insert_digest(headers, digest);
+        if let Some(range) = range {
+            insert_str(headers, CONTENT_RANGE.as_str(), &range.content_range(total));
+        }
+        Ok(response)
+    }
+
     /// A blob this node lacks: from peers, or 404 so containerd falls back upstream.
     async fn mirror_blob<B>(
         &self,

@@ -21,6 +21,9 @@ mod response;
 mod server;
 
 pub use handler::Registry;
-pub use mirror::{MIRRORED_HEADER, Mirror, MirrorConfig};
+pub use mirror::{
+    BoxFuture, Decision, Flights, HOLD_HEADER, MIRRORED_HEADER, Mirror, MirrorConfig, Resolver,
+    SOURCE_HEADER,
+};
 pub use response::Body;
 pub use server::{ServerConfig, serve};

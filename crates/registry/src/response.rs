@@ -28,6 +28,28 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// A body streamed from the content store.
+/// The first `len` bytes of `blob` (a download in progress is followed to its end; a range
+/// of it ends earlier).
+pub fn take(blob: BlobStream, len: u64) -> BlobStream {
+    let limited = futures_util::stream::unfold((blob, len), |(mut blob, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let chunk = match futures_util::StreamExt::next(&mut blob).await? {
+            Ok(mut chunk) => {
+                if chunk.len() as u64 > left {
+                    chunk.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+                }
+                Ok(chunk)
+            }
+            Err(e) => Err(e),
+        };
+        let sent = chunk.as_ref().map_or(left, |c| c.len() as u64);
+        Some((chunk, (blob, left - sent.min(left))))
+    });
+    Box::pin(limited)
+}
+
 pub fn stream(blob: BlobStream) -> Body {
     StreamBody::new(blob.map_ok(Frame::data)).boxed_unsync()
 }

@@ -1,15 +1,20 @@
-//! What the DHT advertises: content digests and image tags, as one key space.
+//! What the DHT advertises: content digests, downloads in progress and image tags, as one
+//! key space.
 
 use std::fmt;
 
 use spegel_oci::Digest;
 
-/// A key a node can provide. Digests and tags cannot collide: a tag key always contains
-/// `/` (`<registry>/<repository>:<tag>`) and a digest never does.
+/// A key a node can provide. Kinds cannot collide: a tag key always contains `/`
+/// (`<registry>/<repository>:<tag>`), a digest and an in-flight key never do, and an
+/// in-flight key (`inflight:<digest>`) has two colons where a digest has one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
-    /// Content addressed by digest (index, manifest, config or layer).
+    /// Content addressed by digest (index, manifest, config or layer), held complete.
     Digest(Digest),
+    /// Content this node's containerd is downloading right now: peers may follow the
+    /// download, and nodes that want it at the same moment elect one of them to fetch it.
+    InFlight(Digest),
     /// An image tag, `<registry>/<repository>:<tag>`, e.g. `docker.io/library/nginx:1.27`.
     Tag(String),
 }
@@ -23,7 +28,7 @@ impl Key {
     /// The registry part of the key, for metrics labels (`None` for digests).
     pub fn registry(&self) -> Option<&str> {
         match self {
-            Key::Digest(_) => None,
+            Key::Digest(_) | Key::InFlight(_) => None,
             Key::Tag(name) => name.split('/').next(),
         }
     }
@@ -37,6 +42,7 @@ impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Key::Digest(d) => d.fmt(f),
+            Key::InFlight(d) => write!(f, "inflight:{d}"),
             Key::Tag(t) => f.write_str(t),
         }
     }
@@ -61,5 +67,8 @@ mod tests {
         // Same text would mean the same DHT key; tags are never bare digests in practice.
         assert_eq!(digest.record_key(), tag.record_key());
         assert_ne!(digest.record_key(), Key::tag("r", "a", "b").record_key());
+        let in_flight = Key::InFlight(d.clone());
+        assert_eq!(in_flight.to_string(), format!("inflight:{d}"));
+        assert_ne!(in_flight.record_key(), digest.record_key());
     }
 }

@@ -1,18 +1,27 @@
-//! [`Mirror`]: serving content this node lacks from the peers that hold it.
+//! [`Mirror`]: serving content this node lacks from the peers that hold it or are
+//! downloading it.
 //!
-//! Resolve providers through the DHT (give up after `resolve_timeout` without one, so a miss
-//! costs containerd milliseconds before it falls back upstream), try the least-used peer
-//! first, hedge to the next if it is slow to answer, and stream its response. A blob stream
-//! that breaks is resumed from the next peer with `Range: bytes=<sent>-` into the same
-//! response. Every byte of a digest-addressed response is hashed on the way through; on a
-//! mismatch the response is aborted before its last chunk (never completed with wrong bytes)
-//! and the peers that sent it are not asked for that digest again.
+//! A blob request from this node's containerd, top to bottom:
+//! 1. Providers that hold the blob complete ([`Key::Digest`]), found within
+//!    `resolve_timeout`: the least-used is asked first, the next one too if it is slow
+//!    (hedging), and its response is streamed ([`transfer`]), hashed on the way, resumed from
+//!    another peer when it breaks.
+//! 2. Nobody holds it complete: the cluster-wide single flight ([`flight`], [`Mirror::claim`]):
+//!    nodes that miss it at the same moment elect one owner whose containerd fetches it
+//!    upstream (it gets a 404), and the others stream the owner's download as it grows.
+//! 3. Otherwise a 404, so containerd falls back to the upstream.
+//!
+//! Every byte of a digest-addressed response is hashed on the way through; on a mismatch the
+//! response is aborted before its last chunk (never completed with wrong bytes) and the peers
+//! that sent it are not asked for that digest again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -20,25 +29,48 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use spegel_metrics::Metrics;
+use spegel_metrics::{FlightOutcome, Metrics};
 use spegel_oci::{Digest, ImageFilter, Verifier};
-use spegel_routing::{Key, PeerId, Provider, Router};
+use spegel_routing::{Key, PeerId, Provider};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::response::{self, Body};
 
+pub mod flight;
 mod peers;
+mod resolver;
 mod transfer;
 
+pub use flight::{Decision, Flights};
 use peers::Peers;
+pub use resolver::{BoxFuture, Resolver};
 use transfer::Transfer;
 
-/// The header that marks a request between peers: it is served from local content only.
+/// The header that marks a request between peers: it is served from local content only
+/// (complete, or a download in progress), never forwarded.
 pub const MIRRORED_HEADER: &str = "x-spegel-mirrored";
+
+/// How long (milliseconds) the asked peer may hold a request while it decides whether it
+/// fetches the blob (single flight). Absent: no hold.
+pub const HOLD_HEADER: &str = "x-spegel-hold-ms";
+
+/// In a peer's answer: `complete`, or `in-flight` when it streams a download in progress.
+pub const SOURCE_HEADER: &str = "x-spegel-source";
+/// [`SOURCE_HEADER`]'s value for a download in progress.
+pub const IN_FLIGHT: &str = "in-flight";
 
 /// Manifests read from a peer are buffered whole (to verify them); larger ones are refused.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Claimants of one blob considered at most (the first ranks decide; more only cost time).
+const MAX_CLAIMANTS: usize = 20;
+
+/// How long the claimants lookup may collect answers at the end of the claim window.
+const CLAIM_COLLECT: Duration = Duration::from_millis(40);
+
+/// How long a probe ("have you decided?") of the claimants may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// How the mirror behaves.
 #[derive(Debug, Clone)]
@@ -51,10 +83,21 @@ pub struct MirrorConfig {
     pub hedge_after: Duration,
     /// Deadline for a manifest (or HEAD) request through peers.
     pub manifest_deadline: Duration,
+    /// How long a peer may take to send response headers (plus any hold it was granted).
+    pub header_timeout: Duration,
     /// A blob stream that delivers nothing for this long is resumed from another peer.
     pub stall_timeout: Duration,
     /// Which registries and images are mirrored.
     pub filter: ImageFilter,
+    /// Elect one node per blob to fetch it upstream when several miss it at once.
+    pub single_flight: bool,
+    /// How long claims of other nodes that missed the same blob are awaited.
+    pub claim_window: Duration,
+    /// How long a request may be held in total waiting for another node's download.
+    pub inflight_hold: Duration,
+    /// A download in progress that we serve to a peer and that gains no byte for this long
+    /// is given up: the response is cut so the peer moves on.
+    pub inflight_stall_timeout: Duration,
 }
 
 impl Default for MirrorConfig {
@@ -64,8 +107,13 @@ impl Default for MirrorConfig {
             max_peers: 3,
             hedge_after: Duration::from_millis(500),
             manifest_deadline: Duration::from_secs(3),
-            stall_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(8),
             filter: ImageFilter::default(),
+            single_flight: true,
+            claim_window: Duration::from_millis(200),
+            inflight_hold: Duration::from_secs(5),
+            inflight_stall_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -83,12 +131,34 @@ pub(crate) struct Fetch {
     pub digest: Option<Digest>,
 }
 
+/// How to ask peers for one fetch.
+pub(crate) struct Ask<'a> {
+    fetch: &'a Fetch,
+    /// `Range` to send, as the peer must answer it (206).
+    range: Option<String>,
+    /// How long the peer may hold the request while it decides (single flight).
+    hold: Duration,
+    /// Peers not to ask (they failed this transfer already).
+    excluded: HashSet<PeerId>,
+}
+
+impl<'a> Ask<'a> {
+    fn new(fetch: &'a Fetch, range: Option<&str>) -> Ask<'a> {
+        Ask {
+            fetch,
+            range: range.map(str::to_owned),
+            hold: Duration::ZERO,
+            excluded: HashSet::new(),
+        }
+    }
+}
+
 type PeerClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Fetches from peers. Cheap to clone.
 #[derive(Clone)]
 pub struct Mirror {
-    router: Router,
+    resolver: Arc<dyn Resolver>,
     client: PeerClient,
     config: Arc<MirrorConfig>,
     metrics: Arc<Metrics>,
@@ -96,11 +166,14 @@ pub struct Mirror {
     in_use: Arc<Mutex<HashMap<PeerId, usize>>>,
     /// Peers that sent wrong bytes for a digest.
     untrusted: Arc<Mutex<HashMap<Digest, HashSet<PeerId>>>>,
+    /// This node's single-flight decisions.
+    flights: Arc<Flights>,
 }
 
 impl Mirror {
-    /// A mirror resolving through `router`, counting into `metrics`.
-    pub fn new(router: Router, config: MirrorConfig, metrics: Arc<Metrics>) -> Mirror {
+    /// A mirror resolving through `resolver` (the libp2p `Router` in production), counting
+    /// into `metrics`.
+    pub fn new(resolver: impl Resolver, config: MirrorConfig, metrics: Arc<Metrics>) -> Mirror {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
         connector.set_nodelay(true);
@@ -108,43 +181,60 @@ impl Mirror {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         Mirror {
-            router,
+            resolver: Arc::new(resolver),
             client,
             config: Arc::new(config),
             metrics,
             in_use: Arc::default(),
             untrusted: Arc::default(),
+            flights: Arc::default(),
         }
+    }
+
+    /// This node's single-flight decisions (the handler holds peers' requests on them).
+    pub fn flights(&self) -> &Flights {
+        &self.flights
+    }
+
+    /// Counts the bytes of a local blob as they are sent to this node's containerd.
+    pub(crate) fn count_local(
+        &self,
+        stream: spegel_containerd::BlobStream,
+    ) -> spegel_containerd::BlobStream {
+        let metrics = self.metrics.clone();
+        Box::pin(stream.inspect(move |chunk| {
+            if let Ok(chunk) = chunk {
+                metrics
+                    .transfer
+                    .served(spegel_metrics::Source::local, chunk.len() as u64);
+            }
+        }))
+    }
+
+    /// How the mirror is configured.
+    pub fn config(&self) -> &MirrorConfig {
+        &self.config
     }
 
     /// This node's view of the DHT, for `/_spegel/status`.
     pub(crate) async fn status(&self) -> serde_json::Value {
-        let advertised = self.router.advertised().await.unwrap_or_default();
-        let tags = advertised
-            .iter()
-            .filter(|k| matches!(k, Key::Tag(_)))
-            .count();
-        serde_json::json!({
-            "peer_id": self.router.local_peer_id().to_string(),
-            "router_addr": self.router.listen_addr().to_string(),
-            "routing_table_peers": self.router.peer_count(),
-            "advertised_digests": advertised.len() - tags,
-            "advertised_tags": tags,
-        })
+        self.resolver.status().await
     }
 
-    /// Who the DHT says holds `digest` (up to `limit` peers, waiting at most 2 s), for
-    /// `/_spegel/providers/<digest>[?limit=N]`.
+    /// Who the DHT says holds `digest` complete and who is downloading it (up to `limit`
+    /// peers each, waiting at most 2 s), for `/_spegel/providers/<digest>[?limit=N]`.
     pub(crate) async fn providers(&self, digest: &Digest, limit: usize) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         let mut found = Vec::new();
-        if let Ok(mut providers) = self
-            .router
-            .resolve(&Key::Digest(digest.clone()), limit)
-            .await
-        {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        for (key, state) in [
+            (Key::Digest(digest.clone()), "complete"),
+            (Key::InFlight(digest.clone()), IN_FLIGHT),
+        ] {
+            let Some(mut providers) = self.resolver.resolve(&key, limit).await else {
+                continue;
+            };
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
-                found.push(serde_json::json!({ "peer_id": p.peer.to_string(), "registry": p.registry.to_string() }));
+                found.push(serde_json::json!({ "peer_id": p.peer.to_string(), "registry": p.registry.to_string(), "state": state }));
             }
         }
         serde_json::Value::Array(found)
@@ -152,7 +242,7 @@ impl Mirror {
 
     /// Whether the router knows at least one peer.
     pub fn has_peers(&self) -> bool {
-        self.router.peer_count() > 0
+        self.resolver.peer_count() > 0
     }
 
     /// Whether requests for `registry` are mirrored at all.
@@ -174,8 +264,9 @@ impl Mirror {
     }
 
     async fn small_within(&self, fetch: Fetch) -> Option<Response<Body>> {
-        let mut peers = Peers::resolve(self, &fetch).await?;
-        while let Some((peer, response)) = peers.first_answer(self, &fetch, None).await {
+        let ask = Ask::new(&fetch, None);
+        let mut peers = Peers::resolve(self, &fetch.key, &ask).await?;
+        while let Some((peer, response)) = peers.first_answer(self, &ask).await {
             let (parts, body) = response.into_parts();
             if fetch.head {
                 return Some(Response::from_parts(parts, response::empty()));
@@ -212,34 +303,191 @@ impl Mirror {
     }
 
     /// A blob (or the one range of it the client asked for, passed on as sent), streamed
-    /// from peers with resume and verification. `None` when no peer could answer.
+    /// from peers with resume and verification. `None` when no peer could answer: the
+    /// caller answers 404 and containerd goes upstream.
     pub(crate) async fn blob(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
-        let registry = fetch.registry.clone();
-        let response = self.blob_from_peers(fetch, range).await;
-        self.metrics.mirror_request(&registry, response.is_some());
-        response
+        let digest = fetch.digest.clone()?;
+        // containerd retrying a stream we had to cut: it continues from the upstream.
+        if range.is_some() && self.flights.decision(&digest) == Some(Decision::Cut) {
+            debug!(%digest, "range retry of a cut stream; sending containerd upstream");
+            self.metrics.mirror_request(&fetch.registry, false);
+            return None;
+        }
+        let ask = Ask::new(&fetch, range);
+        let response = match Peers::resolve(self, &fetch.key, &ask).await {
+            Some(mut peers) => match peers.first_answer(self, &ask).await {
+                Some((peer, response)) => self.stream(&fetch, range, peer, response),
+                None => None,
+            },
+            None if range.is_none() && self.config.single_flight => self.claim(&fetch).await,
+            None => None,
+        };
+        match response {
+            Some(response) => Some(response),
+            None => {
+                self.metrics.mirror_request(&fetch.registry, false);
+                None
+            }
+        }
     }
 
-    async fn blob_from_peers(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
-        let mut peers = Peers::resolve(self, &fetch).await?;
-        let (peer, response) = peers.first_answer(self, &fetch, range).await?;
+    /// The single flight for a blob nobody holds complete (see [`flight`]): waits out the
+    /// claim window, follows a node that already decided, else asks the claimants ranked
+    /// above this node in turn; `None` (a 404, so containerd fetches upstream) when this node
+    /// is the owner or nobody answered within the hold.
+    async fn claim(&self, fetch: &Fetch) -> Option<Response<Body>> {
+        let digest = fetch.digest.clone()?;
+        let deadline = tokio::time::Instant::now() + self.config.inflight_hold;
+        self.flights.decide(&digest, Decision::Deciding);
+        // Let the claims of nodes that missed the blob at the same moment arrive.
+        tokio::time::sleep(self.config.claim_window.saturating_sub(CLAIM_COLLECT)).await;
+        let complete = Key::Digest(digest.clone());
+        let claimants = self
+            .collect(&Key::InFlight(digest.clone()), MAX_CLAIMANTS)
+            .await;
+        let ask = Ask::new(fetch, None);
+        // Finished meanwhile, or already decided: follow without electing anyone.
+        let mut ready = self.collect(&complete, self.config.max_peers).await;
+        if ready.is_empty() {
+            ready = self.probe(fetch, &claimants).await;
+        }
+        if !ready.is_empty() {
+            let mut peers = Peers::fixed(self, ready, &ask);
+            if let Some((peer, response)) = peers.first_answer(self, &ask).await {
+                return self.follow(fetch, peer, response);
+            }
+        }
+        let local = self.resolver.local_peer_id();
+        let mut order: Vec<PeerId> = claimants.iter().map(|p| p.peer).collect();
+        order.push(local);
+        order.sort_unstable();
+        order.dedup();
+        flight::order(&digest, &mut order);
+        for (rank, peer) in order.iter().enumerate() {
+            if *peer == local {
+                info!(%digest, rank, claimants = order.len(), "this node fetches the blob for the cluster");
+                self.flights.decide(&digest, Decision::Owner);
+                let outcome = if rank == 0 {
+                    FlightOutcome::owner
+                } else {
+                    FlightOutcome::takeover
+                };
+                self.metrics.transfer.flight(outcome);
+                return None;
+            }
+            let Some(provider) = claimants.iter().find(|p| p.peer == *peer) else {
+                continue;
+            };
+            let hold = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if hold.is_zero() {
+                break;
+            }
+            let held = Ask {
+                hold,
+                ..Ask::new(fetch, None)
+            };
+            match self.request(provider, &held).await {
+                Ok(response) => return self.follow(fetch, provider.clone(), response),
+                Err(e) => {
+                    debug!(%digest, peer = %peer, error = %e, "claimant cannot serve; asking the next")
+                }
+            }
+        }
+        warn!(%digest, "no claimant served the blob within the hold; fetching it upstream");
+        self.flights.decide(&digest, Decision::Owner);
+        self.metrics.transfer.flight(FlightOutcome::gave_up);
+        None
+    }
+
+    /// Streams a peer's answer as this node's decision to follow it.
+    fn follow(
+        &self,
+        fetch: &Fetch,
+        peer: Provider,
+        response: Response<Incoming>,
+    ) -> Option<Response<Body>> {
+        let digest = fetch.digest.as_ref()?;
+        info!(%digest, peer = %peer.peer, "following a peer's copy of the blob");
+        self.flights.decide(digest, Decision::Following);
+        self.metrics.transfer.flight(FlightOutcome::followed);
+        self.stream(fetch, None, peer, response)
+    }
+
+    /// Up to `limit` providers of `key`, collected for a short while.
+    async fn collect(&self, key: &Key, limit: usize) -> Vec<Provider> {
+        let mut found = Vec::new();
+        let Some(mut providers) = self.resolver.resolve(key, limit).await else {
+            return found;
+        };
+        let deadline = tokio::time::Instant::now() + CLAIM_COLLECT;
+        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
+            found.push(p);
+        }
+        found
+    }
+
+    /// The claimants that have decided already (they answer a HEAD without holding it).
+    async fn probe(&self, fetch: &Fetch, claimants: &[Provider]) -> Vec<Provider> {
+        let probe = Fetch {
+            key: fetch.key.clone(),
+            registry: fetch.registry.clone(),
+            path_and_query: fetch.path_and_query.clone(),
+            head: true,
+            digest: fetch.digest.clone(),
+        };
+        let ask = Ask::new(&probe, None);
+        let mut asking: FuturesUnordered<_> = claimants
+            .iter()
+            .map(|p| {
+                let ask = &ask;
+                async move { (p, self.request(p, ask).await.is_ok()) }
+            })
+            .collect();
+        let mut ready = Vec::new();
+        let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+        while let Ok(Some((provider, ok))) = tokio::time::timeout_at(deadline, asking.next()).await
+        {
+            if ok {
+                ready.push(provider.clone());
+            }
+        }
+        ready
+    }
+
+    /// The response for a peer's answer to a blob request: streamed through a [`Transfer`]
+    /// that verifies and resumes.
+    fn stream(
+        &self,
+        fetch: &Fetch,
+        range: Option<&str>,
+        peer: Provider,
+        response: Response<Incoming>,
+    ) -> Option<Response<Body>> {
         let length = content_length(response.headers())?;
         let first = match range {
             None => 0,
             Some(_) => content_range_start(response.headers())?,
         };
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
         let (tx, rx) = mpsc::channel(4);
         let transfer = Transfer {
             mirror: self.clone(),
-            fetch,
-            peers,
+            fetch: Fetch {
+                key: fetch.key.clone(),
+                registry: fetch.registry.clone(),
+                path_and_query: fetch.path_and_query.clone(),
+                head: fetch.head,
+                digest: fetch.digest.clone(),
+            },
             first,
             length,
             // Only a whole blob can be checked against its digest.
             verify: range.is_none(),
         };
-        tokio::spawn(transfer.run(peer, body, tx));
+        let headers = parts.headers.clone();
+        tokio::spawn(transfer.run(peer, headers, body, tx));
+        // Our own marker headers are not for containerd.
+        parts.headers.remove(SOURCE_HEADER);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
@@ -285,12 +533,9 @@ impl Mirror {
         }
     }
 
-    async fn request(
-        &self,
-        peer: &Provider,
-        fetch: &Fetch,
-        range: Option<&str>,
-    ) -> Result<Response<Incoming>, String> {
+    /// Sends one request to `peer` and waits (bounded) for its response headers.
+    async fn request(&self, peer: &Provider, ask: &Ask<'_>) -> Result<Response<Incoming>, String> {
+        let fetch = ask.fetch;
         let uri = format!("http://{}{}", peer.registry, fetch.path_and_query);
         let method = if fetch.head {
             Method::HEAD
@@ -301,23 +546,37 @@ impl Mirror {
             .method(method)
             .uri(uri)
             .header(MIRRORED_HEADER, "true");
-        if let Some(range) = range {
+        if let Some(range) = &ask.range {
             builder = builder.header(RANGE, range);
+        }
+        if !ask.hold.is_zero() {
+            builder = builder.header(HOLD_HEADER, ask.hold.as_millis().to_string());
         }
         let request = builder.body(Empty::new()).map_err(|e| e.to_string())?;
         let _in_use = self.use_peer(peer.peer);
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        let expected = if range.is_some() {
+        let response = tokio::time::timeout(
+            self.config.header_timeout + ask.hold,
+            self.client.request(request),
+        )
+        .await
+        .map_err(|_| "no response headers in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+        let expected = if ask.range.is_some() {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
         };
         if response.status() != expected {
             return Err(format!("answered {}", response.status()));
+        }
+        if let Some(range) = &ask.range {
+            let asked = range_start(range);
+            let got = content_range_start(response.headers());
+            if asked.is_none() || asked != got {
+                return Err(format!(
+                    "answered range {got:?} for {range} (wrong Content-Range)"
+                ));
+            }
         }
         Ok(response)
     }
@@ -362,4 +621,14 @@ fn content_range_start(headers: &HeaderMap) -> Option<u64> {
     let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
     let span = value.strip_prefix("bytes ")?;
     span.split_once('-')?.0.parse().ok()
+}
+
+/// The first byte offset of a `Range: bytes=<first>-[<last>]` header we send.
+fn range_start(range: &str) -> Option<u64> {
+    range
+        .strip_prefix("bytes=")?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
 }

@@ -1,68 +1,93 @@
 //! [`Peers`]: the providers of one request, tried least-used first, with hedging.
 
+use std::time::Instant;
+
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::Response;
 use hyper::body::Incoming;
-use spegel_routing::Provider;
+use spegel_routing::{Key, Provider};
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::{Fetch, Mirror};
+use super::{Ask, Mirror};
 
 /// The providers of one request, in the order they should be tried.
 pub(super) struct Peers {
-    found: mpsc::Receiver<Provider>,
+    /// More providers as the lookup finds them (`None` for a fixed list).
+    found: Option<mpsc::Receiver<Provider>>,
     queue: Vec<Provider>,
     tried: usize,
     max: usize,
 }
 
 impl Peers {
-    /// Resolves providers; `None` when none arrives within the resolve timeout.
-    pub(super) async fn resolve(mirror: &Mirror, fetch: &Fetch) -> Option<Peers> {
+    /// Resolves providers of `key`; `None` when none arrives within the resolve timeout.
+    pub(super) async fn resolve(mirror: &Mirror, key: &Key, ask: &Ask<'_>) -> Option<Peers> {
         let max = mirror.config.max_peers.max(1);
-        let mut found = mirror.router.resolve(&fetch.key, max).await.ok()?;
-        let started = std::time::Instant::now();
-        let first = tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
-            .await
-            .ok()
-            .flatten()?;
+        let started = Instant::now();
+        let first = match mirror.resolver.resolve(key, max).await {
+            Some(mut found) => tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
+                .await
+                .ok()
+                .flatten()
+                .map(|first| (first, found)),
+            None => None,
+        };
+        // Misses are timed too: a lookup that finds nobody costs containerd this long.
         mirror.metrics.observe_resolve("libp2p", started.elapsed());
+        let (first, mut found) = first?;
         let mut queue = vec![first];
         while let Ok(more) = found.try_recv() {
             queue.push(more);
         }
         let mut peers = Peers {
-            found,
+            found: Some(found),
             queue,
             tried: 0,
             max,
         };
-        peers.order(mirror, fetch);
+        peers.order(mirror, ask);
         Some(peers)
     }
 
-    /// Least used first; peers that sent bad bytes for this digest are dropped.
-    fn order(&mut self, mirror: &Mirror, fetch: &Fetch) {
-        self.queue
-            .retain(|p| !mirror.is_untrusted(fetch.digest.as_ref(), &p.peer));
+    /// A fixed list of providers to try in the given order (after least-used ordering).
+    pub(super) fn fixed(mirror: &Mirror, providers: Vec<Provider>, ask: &Ask<'_>) -> Peers {
+        let mut peers = Peers {
+            found: None,
+            max: providers.len(),
+            queue: providers,
+            tried: 0,
+        };
+        peers.order(mirror, ask);
+        peers
+    }
+
+    /// Least used first (the queue is popped from the end); peers that sent bad bytes for
+    /// this digest, or failed this transfer, are dropped.
+    fn order(&mut self, mirror: &Mirror, ask: &Ask<'_>) {
+        self.queue.retain(|p| {
+            !ask.excluded.contains(&p.peer)
+                && !mirror.is_untrusted(ask.fetch.digest.as_ref(), &p.peer)
+        });
+        self.queue.dedup_by(|a, b| a.peer == b.peer);
         self.queue
             .sort_by_key(|p| std::cmp::Reverse(mirror.usage(&p.peer)));
     }
 
     /// The next peer to try, waiting briefly for more providers when the queue is empty.
-    async fn next(&mut self, mirror: &Mirror, fetch: &Fetch) -> Option<Provider> {
+    async fn next(&mut self, mirror: &Mirror, ask: &Ask<'_>) -> Option<Provider> {
         if self.tried >= self.max {
             return None;
         }
         if self.queue.is_empty() {
-            let more = tokio::time::timeout(mirror.config.resolve_timeout, self.found.recv()).await;
+            let found = self.found.as_mut()?;
+            let more = tokio::time::timeout(mirror.config.resolve_timeout, found.recv()).await;
             self.queue.extend(more.ok().flatten());
-            while let Ok(more) = self.found.try_recv() {
+            while let Ok(more) = found.try_recv() {
                 self.queue.push(more);
             }
-            self.order(mirror, fetch);
+            self.order(mirror, ask);
         }
         let peer = self.queue.pop()?;
         self.tried += 1;
@@ -74,18 +99,17 @@ impl Peers {
     pub(super) async fn first_answer(
         &mut self,
         mirror: &Mirror,
-        fetch: &Fetch,
-        range: Option<&str>,
+        ask: &Ask<'_>,
     ) -> Option<(Provider, Response<Incoming>)> {
         let mut asking = FuturesUnordered::new();
-        let ask = |peer: Provider| async move {
-            let result = mirror.request(&peer, fetch, range).await;
+        let request = |peer: Provider| async move {
+            let result = mirror.request(&peer, ask).await;
             (peer, result)
         };
         loop {
             if asking.is_empty() {
-                let peer = self.next(mirror, fetch).await?;
-                asking.push(ask(peer));
+                let peer = self.next(mirror, ask).await?;
+                asking.push(request(peer));
             }
             tokio::select! {
                 Some((peer, result)) = asking.next() => match result {
@@ -93,9 +117,9 @@ impl Peers {
                     Err(e) => debug!(peer = %peer.peer, registry = %peer.registry, error = %e, "peer could not serve"),
                 },
                 () = tokio::time::sleep(mirror.config.hedge_after), if self.tried < self.max => {
-                    if let Some(peer) = self.next(mirror, fetch).await {
+                    if let Some(peer) = self.next(mirror, ask).await {
                         debug!(peer = %peer.peer, "first peer is slow; asking another");
-                        asking.push(ask(peer));
+                        asking.push(request(peer));
                     }
                 }
             }

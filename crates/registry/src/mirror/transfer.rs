@@ -1,22 +1,32 @@
 //! [`Transfer`]: one blob response fed from peers, verified, resumed when a peer fails.
+//!
+//! containerd has no timeouts of its own and gives up after three `Range` retries without
+//! progress, so this node owns the failure handling: a peer that sends nothing for
+//! `stall_timeout` is dropped, the stream resumes at the current offset from another peer
+//! that holds the blob complete or is downloading it, and when nobody can continue the
+//! response is cut cleanly and the digest marked [`Decision::Cut`]: containerd's `Range`
+//! retry then gets a 404 and continues from the upstream where it stopped.
 
+use std::collections::HashSet;
 use std::io;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use spegel_metrics::{FlightOutcome, Source};
 use spegel_oci::Verifier;
-use spegel_routing::Provider;
+use spegel_routing::{Key, PeerId, Provider};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{Fetch, Mirror, Peers};
+use super::flight::Decision;
+use super::{Ask, Fetch, IN_FLIGHT, Mirror, Peers, SOURCE_HEADER};
 
 /// One blob response being fed from peers.
 pub(super) struct Transfer {
     pub(super) mirror: Mirror,
     pub(super) fetch: Fetch,
-    pub(super) peers: Peers,
     /// Offset of the first byte of the response within the blob.
     pub(super) first: u64,
     /// Bytes the response promised.
@@ -26,8 +36,9 @@ pub(super) struct Transfer {
 
 impl Transfer {
     pub(super) async fn run(
-        mut self,
+        self,
         mut peer: Provider,
+        mut response_headers: HeaderMap,
         mut body: Incoming,
         tx: mpsc::Sender<io::Result<Bytes>>,
     ) {
@@ -37,11 +48,13 @@ impl Transfer {
             _ => None,
         };
         let mut contributors = vec![peer.peer];
+        let mut failed: HashSet<PeerId> = HashSet::new();
         // The last chunk is held back until the digest is checked.
         let mut held: Option<Bytes> = None;
         loop {
+            let source = source_of(&response_headers);
             match self
-                .copy(&mut body, &mut sent, &mut verifier, &mut held, &tx)
+                .copy(&mut body, source, &mut sent, &mut verifier, &mut held, &tx)
                 .await
             {
                 Copy::ClientGone => return,
@@ -49,23 +62,18 @@ impl Transfer {
                 Copy::Ended if sent == self.length => break,
                 Copy::Ended | Copy::Broken => {}
             }
+            failed.insert(peer.peer);
             info!(peer = %peer.peer, sent, of = self.length, "peer stream broke; resuming from another peer");
-            let range = format!(
-                "bytes={}-{}",
-                self.first + sent,
-                self.first + self.length - 1
-            );
-            match self
-                .peers
-                .first_answer(&self.mirror, &self.fetch, Some(&range))
-                .await
-            {
+            match self.resume(sent, &failed).await {
                 Some((next, response)) => {
                     peer = next;
                     contributors.push(peer.peer);
-                    body = response.into_body();
+                    let (parts, next_body) = response.into_parts();
+                    response_headers = parts.headers;
+                    body = next_body;
                 }
                 None => {
+                    self.cut(sent).await;
                     let _ = tx
                         .send(Err(io::Error::other("no peer could finish the blob")))
                         .await;
@@ -76,14 +84,28 @@ impl Transfer {
         let complete = sent == self.length;
         let verified = verifier.is_none_or(|v| v.finish());
         match (complete, verified, held) {
-            (true, true, Some(last)) => {
-                let _ = tx.send(Ok(last)).await;
+            (true, true, last) => {
+                if let Some(last) = last {
+                    let n = last.len() as u64;
+                    if tx.send(Ok(last)).await.is_err() {
+                        return;
+                    }
+                    self.mirror
+                        .metrics
+                        .transfer
+                        .served(source_of(&response_headers), n);
+                }
+                self.mirror
+                    .metrics
+                    .mirror_request(&self.fetch.registry, true);
             }
-            (true, true, None) => {}
             _ => {
                 if let Some(digest) = &self.fetch.digest {
                     self.mirror.distrust(digest, &contributors);
                 }
+                self.mirror
+                    .metrics
+                    .mirror_request(&self.fetch.registry, false);
                 let _ = tx
                     .send(Err(io::Error::other("blob from peers failed verification")))
                     .await;
@@ -91,10 +113,51 @@ impl Transfer {
         }
     }
 
+    /// Another peer to continue from byte `sent` of the response: one that holds the blob
+    /// complete, else one that is downloading it.
+    async fn resume(
+        &self,
+        sent: u64,
+        failed: &HashSet<PeerId>,
+    ) -> Option<(Provider, http::Response<Incoming>)> {
+        let digest = self.fetch.digest.clone()?;
+        let ask = Ask {
+            fetch: &self.fetch,
+            range: Some(format!(
+                "bytes={}-{}",
+                self.first + sent,
+                self.first + self.length - 1
+            )),
+            hold: std::time::Duration::ZERO,
+            excluded: failed.clone(),
+        };
+        for key in [Key::Digest(digest.clone()), Key::InFlight(digest)] {
+            if let Some(mut peers) = Peers::resolve(&self.mirror, &key, &ask).await
+                && let Some(answer) = peers.first_answer(&self.mirror, &ask).await
+            {
+                return Some(answer);
+            }
+        }
+        None
+    }
+
+    /// Nobody can continue: containerd will retry with `Range`; answer that retry 404.
+    async fn cut(&self, sent: u64) {
+        warn!(digest = ?self.fetch.digest, sent, of = self.length, "no peer can finish the blob; cutting the response so containerd continues from the upstream");
+        if let Some(digest) = &self.fetch.digest {
+            self.mirror.flights.decide(digest, Decision::Cut);
+        }
+        self.mirror.metrics.transfer.flight(FlightOutcome::cut);
+        self.mirror
+            .metrics
+            .mirror_request(&self.fetch.registry, false);
+    }
+
     /// Copies one peer's body into the response until it ends or breaks.
     async fn copy(
         &self,
         body: &mut Incoming,
+        source: Source,
         sent: &mut u64,
         verifier: &mut Option<Verifier>,
         held: &mut Option<Bytes>,
@@ -103,7 +166,10 @@ impl Transfer {
         loop {
             let frame =
                 match tokio::time::timeout(self.mirror.config.stall_timeout, body.frame()).await {
-                    Err(_) => return Copy::Broken,
+                    Err(_) => {
+                        debug!("peer sent nothing within the stall timeout");
+                        return Copy::Broken;
+                    }
                     Ok(None) => return Copy::Ended,
                     Ok(Some(Err(e))) => {
                         debug!(error = %e, "peer body broke");
@@ -121,12 +187,22 @@ impl Transfer {
             if let Some(v) = verifier.as_mut() {
                 v.update(&data);
             }
-            if let Some(previous) = held.replace(data)
-                && tx.send(Ok(previous)).await.is_err()
-            {
-                return Copy::ClientGone;
+            if let Some(previous) = held.replace(data) {
+                let n = previous.len() as u64;
+                if tx.send(Ok(previous)).await.is_err() {
+                    return Copy::ClientGone;
+                }
+                self.mirror.metrics.transfer.served(source, n);
             }
         }
+    }
+}
+
+/// Whether a peer's answer comes from its finished content or from a download in progress.
+fn source_of(headers: &HeaderMap) -> Source {
+    match headers.get(SOURCE_HEADER) {
+        Some(v) if v == IN_FLIGHT => Source::peer_in_flight,
+        _ => Source::peer,
     }
 }
 
