@@ -69,6 +69,11 @@ impl Containerd {
         Ok(containerd)
     }
 
+    /// The containerd process's id, while it runs (for crashing it in tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|process| process.id())
+    }
+
     /// The gRPC socket (also serves CRI).
     pub fn socket(&self) -> &Path {
         &self.layout.socket

@@ -20,7 +20,7 @@ use spegel_routing::{Key, PeerId, Provider};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::flight::Decision;
+use super::flight::{self, Decision};
 use super::{Ask, Fetch, IN_FLIGHT, Mirror, Peers, SOURCE_HEADER};
 
 /// One blob response being fed from peers.
@@ -114,14 +114,18 @@ impl Transfer {
     }
 
     /// Another peer to continue from byte `sent` of the response: one that holds the blob
-    /// complete, else one that is downloading it.
+    /// complete, else one that is downloading it. When the peer everybody followed fails,
+    /// all its followers break at once: they elect one of them again (rendezvous over the
+    /// nodes still downloading it, as in [`super::flight`]); the first in order cuts its
+    /// response, so its containerd continues from the upstream with `Range`, and the others
+    /// follow its download instead of all going upstream.
     async fn resume(
         &self,
         sent: u64,
         failed: &HashSet<PeerId>,
     ) -> Option<(Provider, http::Response<Incoming>)> {
         let digest = self.fetch.digest.clone()?;
-        let ask = Ask {
+        let mut ask = Ask {
             fetch: &self.fetch,
             range: Some(format!(
                 "bytes={}-{}",
@@ -131,11 +135,36 @@ impl Transfer {
             hold: std::time::Duration::ZERO,
             excluded: failed.clone(),
         };
-        for key in [Key::Digest(digest.clone()), Key::InFlight(digest)] {
-            if let Some(mut peers) = Peers::resolve(&self.mirror, &key, &ask).await
-                && let Some(answer) = peers.first_answer(&self.mirror, &ask).await
-            {
-                return Some(answer);
+        if let Some(mut peers) =
+            Peers::resolve(&self.mirror, &Key::Digest(digest.clone()), &ask).await
+            && let Some(answer) = peers.first_answer(&self.mirror, &ask).await
+        {
+            return Some(answer);
+        }
+        let claimants: Vec<Provider> = self
+            .mirror
+            .collect(&Key::InFlight(digest.clone()), super::MAX_CLAIMANTS)
+            .await
+            .into_iter()
+            .filter(|p| !failed.contains(&p.peer))
+            .collect();
+        let local = self.mirror.resolver.local_peer_id();
+        let mut order: Vec<PeerId> = claimants.iter().map(|p| p.peer).collect();
+        order.push(local);
+        order.sort_unstable();
+        order.dedup();
+        flight::order(&digest, &mut order);
+        ask.hold = self.mirror.config.inflight_hold;
+        for peer in order {
+            if peer == local {
+                return None;
+            }
+            let Some(provider) = claimants.iter().find(|p| p.peer == peer) else {
+                continue;
+            };
+            match self.mirror.request(provider, &ask).await {
+                Ok(response) => return Some((provider.clone(), response)),
+                Err(e) => debug!(%digest, %peer, error = %e, "cannot resume from this download"),
             }
         }
         None
