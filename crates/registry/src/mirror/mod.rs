@@ -162,7 +162,7 @@ pub struct Mirror {
     client: PeerClient,
     config: Arc<MirrorConfig>,
     metrics: Arc<Metrics>,
-    /// Requests in flight per peer, for least-used-first.
+    /// Requests and body streams in flight per peer, for least-used-first.
     in_use: Arc<Mutex<HashMap<PeerId, usize>>>,
     /// Peers that sent wrong bytes for a digest.
     untrusted: Arc<Mutex<HashMap<Digest, HashSet<PeerId>>>>,

@@ -47,6 +47,9 @@ impl Transfer {
             (Some(digest), true) => Some(Verifier::new(digest.clone())),
             _ => None,
         };
+        // The peer counts as busy while it streams, not only until its headers arrive, so
+        // that concurrent requests go to the least-used peer.
+        let mut _streaming = self.mirror.use_peer(peer.peer);
         let mut contributors = vec![peer.peer];
         let mut failed: HashSet<PeerId> = HashSet::new();
         // The last chunk is held back until the digest is checked.
@@ -67,6 +70,7 @@ impl Transfer {
             match self.resume(sent, &failed).await {
                 Some((next, response)) => {
                     peer = next;
+                    _streaming = self.mirror.use_peer(peer.peer);
                     contributors.push(peer.peer);
                     let (parts, next_body) = response.into_parts();
                     response_headers = parts.headers;
