@@ -219,6 +219,9 @@ async fn followers_survive(failure: Failure) -> Result<()> {
     let fetched = upstream_blob_bytes(&cluster).await?;
     let (ratio, text) = report(&image, &fetched);
     println!("upstream/image {ratio:.2}\n{text}");
+    if std::env::var_os("COLD_PULL_LOGS").is_some() {
+        println!("{}", logs(&cluster));
+    }
     assert!(
         ratio <= 1.3,
         "the upstream served {ratio:.2}x the image:\n{text}\n{}",

@@ -1,5 +1,7 @@
-//! The demo: three nodes on this machine pull one image; the first from the upstream
-//! registry, the other two peer to peer. Prints where every node's bytes came from.
+//! The demo: nodes on this machine pull one image none of them has, at the same moment,
+//! then one more node pulls it later. Prints where every node's bytes came from, as each
+//! node's own metrics count them (`spegel_served_bytes_total{source}`), and what the
+//! upstream registry served (its access log).
 //!
 //! Each node is a network namespace with its own containerd and spegel-node; the upstream
 //! is a `docker-registry` in a namespace of its own. Needs root. Run it with
@@ -7,11 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use spegel_testbed::{Cluster, ImageSpec};
+use anyhow::{Context, Result};
+use spegel_testbed::{Cluster, ClusterNode, ImageSpec};
 
 const REPO: &str = "demo/app";
 const UPSTREAM_MBIT: u32 = 100;
+/// Nodes that pull at the same moment; one more pulls afterwards.
+const AT_ONCE: usize = 3;
 
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
@@ -20,61 +24,63 @@ fn mb(bytes: u64) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     println!(
-        "Starting an upstream registry and 3 nodes (network namespaces, containerd + spegel-node each)..."
+        "Starting an upstream registry and {} nodes (network namespaces, containerd + spegel-node each)...",
+        AT_ONCE + 1
     );
-    let mut cluster = Cluster::start(3, &["--log-level", "info"]).await?;
+    let args = ["--log-level", "info", "--metrics-textfile-interval", "200ms"];
+    let mut cluster = Cluster::start(AT_ONCE + 1, &args).await?;
     let spec = ImageSpec {
         layers: vec![24 << 20, 12 << 20, 4 << 20],
         multi_platform: true,
     };
     let image = cluster.push(&spec, REPO, "v1").await?;
     let name = cluster.image_name(REPO, "v1");
-    let image_bytes: u64 = image.all_blobs().iter().map(|b| b.size).sum();
-    println!(
-        "Pushed {name}: {} in {} blobs (multi-platform index)",
-        mb(image_bytes),
-        image.all_blobs().len()
-    );
+    let image_bytes: u64 = image
+        .all_blobs()
+        .iter()
+        .filter(|b| !image.other_platform_blobs().contains(b))
+        .map(|b| b.size)
+        .sum();
+    println!("Pushed {name} (multi-platform index; {} for this platform)", mb(image_bytes));
     cluster.wait_until_joined().await?;
     // A remote registry is further away than a neighbour: limit the upstream's link.
     cluster.network.host(0).shape(UPSTREAM_MBIT).await?;
     println!(
-        "The upstream's link is limited to {UPSTREAM_MBIT} Mbit/s; nodes talk to each other unlimited.\n"
+        "The upstream's link is limited to {UPSTREAM_MBIT} Mbit/s (this image: {:.1} s at best); nodes talk to each other unlimited.\n",
+        image_bytes as f64 * 8.0 / (f64::from(UPSTREAM_MBIT) * 1e6)
     );
 
-    let mut rows = Vec::new();
-    for (i, node) in cluster.nodes.iter().enumerate() {
-        if i > 0 {
-            // Let the previous node's advertisement reach the DHT (the advertiser reacts to
-            // containerd's image event within a second).
-            wait_for_providers(&cluster, i, &image.layer_digests[0]).await?;
+    println!("Nodes 1-{AT_ONCE} pull it at the same moment (a cold rollout):");
+    let pulls = cluster.nodes[..AT_ONCE].iter().map(|node| {
+        let name = name.clone();
+        async move {
+            let start = Instant::now();
+            node.containerd.cri_pull(&name).await?;
+            Ok::<_, anyhow::Error>(start.elapsed())
         }
-        let start = Instant::now();
-        node.containerd.cri_pull(&name).await?;
-        let took = start.elapsed();
-        let ip = node.host.ip.to_string();
-        let from_upstream: u64 = cluster
-            .upstream
-            .requests()
-            .await?
-            .iter()
-            .filter(|r| r.client == ip && r.is_blob_get())
-            .map(|r| r.bytes)
-            .sum();
-        let from_peers = image_bytes.saturating_sub(from_upstream);
-        println!(
-            "node {} ({ip}) pulled in {:>6.2?}: {:>9} from peers, {:>9} from upstream",
-            i + 1,
-            took,
-            mb(from_peers),
-            mb(from_upstream)
-        );
-        rows.push((from_peers, from_upstream));
+    });
+    let times = futures_util::future::try_join_all(pulls).await?;
+    for (i, took) in times.iter().enumerate() {
+        report(&cluster, i, *took).await?;
     }
-    let upstream_total: u64 = rows.iter().map(|r| r.1).sum();
+
+    println!("\nNode {} pulls it later (a scale-out):", AT_ONCE + 1);
+    let start = Instant::now();
+    cluster.nodes[AT_ONCE].containerd.cri_pull(&name).await?;
+    report(&cluster, AT_ONCE, start.elapsed()).await?;
+
+    let upstream_total: u64 = cluster
+        .upstream
+        .requests()
+        .await?
+        .iter()
+        .filter(|r| r.is_blob_get())
+        .map(|r| r.bytes)
+        .sum();
     println!(
-        "\nThe upstream registry served {} for 3 pulls of a {} image ({:.2}x the image).",
+        "\nThe upstream registry served {} for {} pulls of a {} image ({:.2}x the image).",
         mb(upstream_total),
+        AT_ONCE + 1,
         mb(image_bytes),
         upstream_total as f64 / image_bytes as f64
     );
@@ -82,15 +88,41 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_providers(cluster: &Cluster, node: usize, digest: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let providers = cluster.nodes[node]
-            .get_json(&format!("/_spegel/providers/{digest}"))
-            .await?;
-        if providers.as_array().is_some_and(|p| !p.is_empty()) || Instant::now() > deadline {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// Prints one node's pull: bytes by source from its metrics, and from the upstream's log.
+async fn report(cluster: &Cluster, i: usize, took: Duration) -> Result<()> {
+    let node = &cluster.nodes[i];
+    let ip = node.host.ip.to_string();
+    let from_upstream: u64 = cluster
+        .upstream
+        .requests()
+        .await?
+        .iter()
+        .filter(|r| r.client == ip && r.is_blob_get())
+        .map(|r| r.bytes)
+        .sum();
+    let complete = served_bytes(node, "peer").await?;
+    let in_flight = served_bytes(node, "peer_in_flight").await?;
+    println!(
+        "  node {} ({ip}) in {:>6.2?}: {:>9} from peers' finished copies, {:>9} from peers' downloads in progress, {:>9} from the upstream",
+        i + 1,
+        took,
+        mb(complete),
+        mb(in_flight),
+        mb(from_upstream)
+    );
+    Ok(())
+}
+
+/// `spegel_served_bytes_total{source}` from the node's metrics textfile (rewritten every
+/// 200 ms here; waits for one rewrite so the last bytes are counted).
+async fn served_bytes(node: &ClusterNode, source: &str) -> Result<u64> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = node.spegel()?.textfile_path();
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let prefix = format!("spegel_served_bytes_total{{source=\"{source}\"}} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64))
 }
