@@ -17,7 +17,36 @@ use spegel_testbed::{Cluster, ImageSpec, TestImage};
 
 /// The resolve timeout is raised from its 20 ms default (as in tests/p2p.rs): on a loaded
 /// 2-core machine running debug builds a lookup can miss 20 ms.
-const ARGS: &[&str] = &["--mirror-resolve-timeout", "300ms"];
+const ARGS: &[&str] = &[
+    "--mirror-resolve-timeout",
+    "300ms",
+    "--metrics-textfile-interval",
+    "200ms",
+];
+
+/// The value of one series in a node's metrics textfile (0 when absent), e.g.
+/// `spegel_single_flight_total{outcome="owner"}`.
+async fn metric(cluster: &Cluster, node: usize, series: &str) -> Result<f64> {
+    // The textfile is rewritten every 200 ms: let it catch up with the last pull.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let path = cluster.nodes[node].spegel()?.textfile_path();
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    let prefix = format!("{series} ");
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0))
+}
+
+/// A series summed over every node.
+async fn metric_sum(cluster: &Cluster, series: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    for node in 0..cluster.nodes.len() {
+        sum += metric(cluster, node, series).await?;
+    }
+    Ok(sum)
+}
 
 /// Bytes of blob bodies the upstream sent, by digest.
 async fn upstream_blob_bytes(cluster: &Cluster) -> Result<HashMap<String, u64>> {
@@ -56,7 +85,12 @@ fn logs(cluster: &Cluster) -> String {
         .enumerate()
         .map(|(i, n)| {
             let log = n.spegel().and_then(|s| s.log()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("spegel_registry") || l.contains("spegel_containerd"))
+                .rev()
+                .take(60)
+                .collect();
             format!(
                 "--- node {i}:\n{}\n",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -109,6 +143,91 @@ async fn five_nodes_pulling_at_once_fetch_each_blob_from_the_upstream_once() -> 
             assert!(held.contains(&blob.digest), "{} missing", blob.digest);
         }
     }
+    // The nodes' own metrics say the same: config + 4 layers had one owner each (or a
+    // node that took over), and the other pulls streamed downloads in progress.
+    let owners = metric_sum(&cluster, "spegel_single_flight_total{outcome=\"owner\"}").await?
+        + metric_sum(&cluster, "spegel_single_flight_total{outcome=\"takeover\"}").await?;
+    let in_flight = metric_sum(
+        &cluster,
+        "spegel_served_bytes_total{source=\"peer_in_flight\"}",
+    )
+    .await?;
+    let from_peers = metric_sum(&cluster, "spegel_served_bytes_total{source=\"peer\"}").await?;
+    println!(
+        "owners {owners}, bytes from downloads in progress {in_flight}, from finished copies {from_peers}"
+    );
+    assert!(
+        (1.0..=10.0).contains(&owners),
+        "{owners} owners for 5 blobs"
+    );
+    assert!(in_flight > 0.0, "no bytes came from downloads in progress");
+    let layers: u64 = spec.layers.iter().map(|&l| l as u64).sum();
+    assert!(
+        in_flight + from_peers >= 3.0 * layers as f64,
+        "followers got {in_flight} + {from_peers} bytes from peers for 4 pulls of {layers}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn more_layers_than_download_slots_still_cost_one_upstream_download() -> Result<()> {
+    // containerd downloads 3 layers at a time (max_concurrent_downloads): layers 4-6 start
+    // only when a slot frees up, a new race each time.
+    let mut cluster = Cluster::start(3, ARGS).await?;
+    let spec = ImageSpec {
+        layers: vec![3 << 20; 7],
+        multi_platform: false,
+    };
+    let image = cluster.push(&spec, "cold/seven", "v1").await?;
+    let name = cluster.image_name("cold/seven", "v1");
+    cluster.wait_until_joined().await?;
+    cluster.network.host(0).shape(100).await?;
+    let times = pull_at_once(&cluster, &[0, 1, 2], &name)
+        .await
+        .with_context(|| logs(&cluster))?;
+    let fetched = upstream_blob_bytes(&cluster).await?;
+    let (ratio, text) = report(&image, &fetched);
+    println!("pull times {times:?}\nupstream/image {ratio:.2}\n{text}");
+    assert!(
+        ratio <= 1.3,
+        "the upstream served {ratio:.2}x:\n{text}\n{}",
+        logs(&cluster)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "multi-node: network namespaces, several containerds; run with --include-ignored"]
+async fn a_node_pulling_alone_fetches_upstream_and_is_never_served_its_own_download() -> Result<()>
+{
+    let mut cluster = Cluster::start(2, ARGS).await?;
+    let spec = ImageSpec {
+        layers: vec![8 << 20, 2 << 20],
+        multi_platform: false,
+    };
+    let image = cluster.push(&spec, "cold/alone", "v1").await?;
+    let name = cluster.image_name("cold/alone", "v1");
+    cluster.wait_until_joined().await?;
+    cluster.network.host(0).shape(100).await?;
+    // Its containerd opens each ingest before asking spegel-node: were it served its own
+    // download, it would wait for itself and fail (shared/INFLIGHT.md, "selfloop").
+    let times = pull_at_once(&cluster, &[0], &name)
+        .await
+        .with_context(|| logs(&cluster))?;
+    let owner = metric(&cluster, 0, "spegel_single_flight_total{outcome=\"owner\"}").await?;
+    let in_flight = metric(
+        &cluster,
+        0,
+        "spegel_served_bytes_total{source=\"peer_in_flight\"}",
+    )
+    .await?;
+    let fetched = upstream_blob_bytes(&cluster).await?;
+    let (ratio, text) = report(&image, &fetched);
+    println!("pull time {times:?}, owner of {owner} blobs\n{text}");
+    assert_eq!(owner, 3.0, "config + 2 layers: it fetches each itself");
+    assert_eq!(in_flight, 0.0);
+    assert!((0.99..=1.01).contains(&ratio), "{ratio}");
     Ok(())
 }
 

@@ -558,12 +558,9 @@ mod tests {
         }
         writer.await.unwrap();
         assert_eq!(got, content);
-        loop {
-            match events.recv().await {
-                Some(IngestEvent::Committed(i)) => break assert_eq!(i.digest, digest),
-                Some(other) => panic!("unexpected {other:?}"),
-                None => panic!("watcher stopped"),
-            }
+        match events.recv().await {
+            Some(IngestEvent::Committed(i)) => assert_eq!(i.digest, digest),
+            other => panic!("expected the commit, got {other:?}"),
         }
         shutdown.cancel();
     }

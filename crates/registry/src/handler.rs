@@ -11,7 +11,7 @@ use spegel_routing::Key;
 use tracing::{debug, warn};
 
 use crate::mirror::{
-    Decision, Fetch, HOLD_HEADER, IN_FLIGHT, MIRRORED_HEADER, Mirror, SOURCE_HEADER,
+    Decision, Fetch, HOLD_HEADER, IN_FLIGHT, MIRRORED_HEADER, Mirror, PEER_HEADER, SOURCE_HEADER,
 };
 use crate::response::{self, Body};
 
@@ -306,6 +306,15 @@ impl<S: ContentStore> Registry<S> {
             .min(mirror.config().inflight_hold);
         if mirror.flights().decided(digest, hold).await == Some(Decision::Deciding) {
             debug!(%digest, "still deciding who fetches it; not serving it yet");
+            return Err(unknown());
+        }
+        let asker = request
+            .headers()
+            .get(PEER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<spegel_routing::PeerId>().ok());
+        if asker.is_some_and(|asker| mirror.flights().follows(digest, &asker)) {
+            debug!(%digest, "the asker is where this node gets the blob from; not serving it back");
             return Err(unknown());
         }
         let range = requested_range(request.headers(), total)?;

@@ -50,6 +50,8 @@ pub enum Decision {
 
 struct Entry {
     decision: Decision,
+    /// The peer it follows ([`Decision::Following`]).
+    source: Option<PeerId>,
     at: Instant,
 }
 
@@ -73,6 +75,24 @@ impl Default for Flights {
 impl Flights {
     /// Records this node's decision about `digest`.
     pub fn decide(&self, digest: &Digest, decision: Decision) {
+        self.record(digest, decision, None);
+    }
+
+    /// Records that this node streams `digest` from `source`'s download.
+    pub fn follow(&self, digest: &Digest, source: PeerId) {
+        self.record(digest, Decision::Following, Some(source));
+    }
+
+    /// Whether this node streams `digest` from `peer` (so `peer` must not follow it back).
+    pub fn follows(&self, digest: &Digest, peer: &PeerId) -> bool {
+        self.entries.lock().is_ok_and(|entries| {
+            entries
+                .get(digest)
+                .is_some_and(|e| e.source.as_ref() == Some(peer) && e.at.elapsed() < REMEMBER)
+        })
+    }
+
+    fn record(&self, digest: &Digest, decision: Decision, source: Option<PeerId>) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= MAX_FLIGHTS {
                 entries.retain(|_, e| e.at.elapsed() < REMEMBER);
@@ -84,6 +104,7 @@ impl Flights {
                 digest.clone(),
                 Entry {
                     decision,
+                    source,
                     at: Instant::now(),
                 },
             );

@@ -55,6 +55,10 @@ pub const MIRRORED_HEADER: &str = "x-spegel-mirrored";
 /// fetches the blob (single flight). Absent: no hold.
 pub const HOLD_HEADER: &str = "x-spegel-hold-ms";
 
+/// The peer ID of the node asking, so a node never serves its download to the node it
+/// streams that download from (they would wait for each other).
+pub const PEER_HEADER: &str = "x-spegel-peer";
+
 /// In a peer's answer: `complete`, or `in-flight` when it streams a download in progress.
 pub const SOURCE_HEADER: &str = "x-spegel-source";
 /// [`SOURCE_HEADER`]'s value for a download in progress.
@@ -66,11 +70,11 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Claimants of one blob considered at most (the first ranks decide; more only cost time).
 const MAX_CLAIMANTS: usize = 20;
 
-/// How long the claimants lookup may collect answers at the end of the claim window.
-const CLAIM_COLLECT: Duration = Duration::from_millis(40);
+/// How long a resume collects the downloads it could continue from.
+const RESUME_COLLECT: Duration = Duration::from_millis(100);
 
 /// How long a probe ("have you decided?") of the claimants may take.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How the mirror behaves.
 #[derive(Debug, Clone)]
@@ -339,15 +343,25 @@ impl Mirror {
         let digest = fetch.digest.clone()?;
         let deadline = tokio::time::Instant::now() + self.config.inflight_hold;
         self.flights.decide(&digest, Decision::Deciding);
-        // Let the claims of nodes that missed the blob at the same moment arrive.
-        tokio::time::sleep(self.config.claim_window.saturating_sub(CLAIM_COLLECT)).await;
+        // The claims of nodes that missed the blob before us are in the DHT already; those
+        // of nodes that miss it during the window arrive while we wait: look twice, and keep
+        // listening the whole window (a loaded node answers lookups slowly).
+        let in_flight = Key::InFlight(digest.clone());
+        let half = self.config.claim_window / 2;
+        let mut claimants = self.collect_for(&in_flight, MAX_CLAIMANTS, half).await;
         let complete = Key::Digest(digest.clone());
-        let claimants = self
-            .collect(&Key::InFlight(digest.clone()), MAX_CLAIMANTS)
-            .await;
+        let (later, mut ready) = tokio::join!(
+            self.collect_for(&in_flight, MAX_CLAIMANTS, half),
+            // Finished meanwhile: follow a complete copy without electing anyone.
+            self.collect_for(&complete, self.config.max_peers, half),
+        );
+        for claimant in later {
+            if !claimants.iter().any(|c| c.peer == claimant.peer) {
+                claimants.push(claimant);
+            }
+        }
         let ask = Ask::new(fetch, None);
-        // Finished meanwhile, or already decided: follow without electing anyone.
-        let mut ready = self.collect(&complete, self.config.max_peers).await;
+        // Already decided (a node that missed it earlier): follow without electing anyone.
         if ready.is_empty() {
             ready = self.probe(fetch, &claimants).await;
         }
@@ -408,21 +422,22 @@ impl Mirror {
     ) -> Option<Response<Body>> {
         let digest = fetch.digest.as_ref()?;
         info!(%digest, peer = %peer.peer, "following a peer's copy of the blob");
-        self.flights.decide(digest, Decision::Following);
+        self.flights.follow(digest, peer.peer);
         self.metrics.transfer.flight(FlightOutcome::followed);
         self.stream(fetch, None, peer, response)
     }
 
-    /// Up to `limit` providers of `key`, collected for a short while.
-    async fn collect(&self, key: &Key, limit: usize) -> Vec<Provider> {
+    /// Up to `limit` providers of `key`, collected for `duration` (the whole of it, even
+    /// when the lookup ends earlier).
+    async fn collect_for(&self, key: &Key, limit: usize, duration: Duration) -> Vec<Provider> {
+        let deadline = tokio::time::Instant::now() + duration;
         let mut found = Vec::new();
-        let Some(mut providers) = self.resolver.resolve(key, limit).await else {
-            return found;
-        };
-        let deadline = tokio::time::Instant::now() + CLAIM_COLLECT;
-        while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
-            found.push(p);
+        if let Some(mut providers) = self.resolver.resolve(key, limit).await {
+            while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
+                found.push(p);
+            }
         }
+        tokio::time::sleep_until(deadline).await;
         found
     }
 
@@ -552,6 +567,7 @@ impl Mirror {
         if !ask.hold.is_zero() {
             builder = builder.header(HOLD_HEADER, ask.hold.as_millis().to_string());
         }
+        builder = builder.header(PEER_HEADER, self.resolver.local_peer_id().to_string());
         let request = builder.body(Empty::new()).map_err(|e| e.to_string())?;
         let _in_use = self.use_peer(peer.peer);
         let response = tokio::time::timeout(

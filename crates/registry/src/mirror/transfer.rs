@@ -69,6 +69,9 @@ impl Transfer {
             info!(peer = %peer.peer, sent, of = self.length, "peer stream broke; resuming from another peer");
             match self.resume(sent, &failed).await {
                 Some((next, response)) => {
+                    if let Some(digest) = &self.fetch.digest {
+                        self.mirror.flights.follow(digest, next.peer);
+                    }
                     peer = next;
                     _streaming = self.mirror.use_peer(peer.peer);
                     contributors.push(peer.peer);
@@ -147,7 +150,11 @@ impl Transfer {
         }
         let claimants: Vec<Provider> = self
             .mirror
-            .collect(&Key::InFlight(digest.clone()), super::MAX_CLAIMANTS)
+            .collect_for(
+                &Key::InFlight(digest.clone()),
+                super::MAX_CLAIMANTS,
+                super::RESUME_COLLECT,
+            )
             .await
             .into_iter()
             .filter(|p| !failed.contains(&p.peer))
