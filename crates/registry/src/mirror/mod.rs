@@ -23,6 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use spegel_metrics::Metrics;
 use spegel_oci::{Digest, ImageFilter, Verifier};
 use spegel_routing::{Key, PeerId, Provider, Router};
+use spegel_secret::ClusterSecret;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -55,6 +56,8 @@ pub struct MirrorConfig {
     pub stall_timeout: Duration,
     /// Which registries and images are mirrored.
     pub filter: ImageFilter,
+    /// The cluster secret requests to peers are signed with (`None`: unsigned, open DHT).
+    pub secret: Option<Arc<ClusterSecret>>,
 }
 
 impl Default for MirrorConfig {
@@ -66,6 +69,7 @@ impl Default for MirrorConfig {
             manifest_deadline: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(10),
             filter: ImageFilter::default(),
+            secret: None,
         }
     }
 }
@@ -304,6 +308,7 @@ impl Mirror {
         if let Some(range) = range {
             builder = builder.header(RANGE, range);
         }
+        builder = crate::access::prove(builder, self.config.secret.as_deref());
         let request = builder.body(Empty::new()).map_err(|e| e.to_string())?;
         let _in_use = self.use_peer(peer.peer);
         let response = self
