@@ -13,6 +13,7 @@ use crate::config::RegistryArgs;
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     crate::host::preflight(&args.host)?;
+    let membership = crate::membership::load(&args.membership)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let host = crate::host::Host::start(&args.host, shutdown.clone()).await?;
@@ -36,6 +37,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let p2p = crate::p2p::start(
         &args.p2p,
         registry_addr.port(),
+        membership.pre_shared_key(),
         store.clone(),
         shutdown.clone(),
     )
@@ -46,6 +48,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             resolve_timeout: args.p2p.mirror_resolve_timeout,
             max_peers: args.p2p.mirror_resolve_retries,
             filter: p2p.filter.clone(),
+            secret: membership.secret.clone(),
             ..MirrorConfig::default()
         },
         host.metrics.clone(),
@@ -62,7 +65,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .with_status(move || format!("{} peers", router.peer_count()))
         .with_status(move || crate::host::advertised_status(&counts.borrow()));
     host.supervise(supervisor, shutdown.clone());
-    let registry = Registry::with_mirror(store, mirror);
+    let registry = Registry::with_mirror(store, mirror).with_access(membership.access);
     spegel_registry::serve(listener, registry, config, shutdown).await;
     host.finish().await;
     info!("stopped");

@@ -13,9 +13,9 @@ const MAX_FILE_BYTES: u64 = 4096;
 
 /// Reads the file, refusing one other users can read (it would let them join the cluster).
 pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    let read_error = |source| Error::Read {
+    let read_error = |reason| Error::Read {
         path: path.to_owned(),
-        source,
+        reason,
     };
     let metadata = std::fs::metadata(path).map_err(read_error)?;
     if !metadata.is_file() || metadata.len() > MAX_FILE_BYTES {
@@ -82,16 +82,21 @@ pub(crate) fn format(psk: &[u8; 32]) -> String {
 
 /// Creates `path` (which must not exist) with mode 0600 and writes `text` to it.
 pub(crate) fn write_new(path: &Path, text: &str) -> Result<(), Error> {
-    let write_error = |source| Error::Write {
+    let write_error = |reason| Error::Write {
         path: path.to_owned(),
-        source,
+        reason,
     };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(write_error)?;
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::Exists {
+                path: path.to_owned(),
+            },
+            _ => write_error(e),
+        })?;
     // The umask can only remove bits, but say 0600 explicitly all the same.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(write_error)?;
@@ -180,7 +185,7 @@ mod tests {
 
         let error = ClusterSecret::generate().unwrap().write_new(&path);
 
-        assert!(matches!(error, Err(Error::Write { .. })), "{error:?}");
+        assert!(matches!(error, Err(Error::Exists { .. })), "{error:?}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
     }
 

@@ -30,10 +30,10 @@ pub use proof::{PROOF_HEADER, ProofError, REPLAY_WINDOW_SECS, unix_now};
 /// Everything that can go wrong with a secret file. Each message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read the cluster secret file {path}: {source}")]
+    #[error("cannot read the cluster secret file {path}: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error(
         "the cluster secret file {path} is not a libp2p pre-shared key: {problem} (expected three lines: /key/swarm/psk/1.0.0/, /base16/, 64 hex digits; `spegel-node generate-secret` writes one)"
@@ -43,11 +43,15 @@ pub enum Error {
         "the cluster secret file {path} can be read by other users (mode {mode:o}): chmod 600 it"
     )]
     Readable { path: PathBuf, mode: u32 },
-    #[error("cannot write the cluster secret file {path}: {source}")]
+    #[error("cannot write the cluster secret file {path}: {reason}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
+    #[error(
+        "{path} already exists; a cluster's secret is never overwritten: remove the file first if you mean to replace it"
+    )]
+    Exists { path: PathBuf },
     #[error("the system has no randomness to generate a secret: {0}")]
     Random(String),
 }
