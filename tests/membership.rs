@@ -36,6 +36,9 @@ fn spec(layers: Vec<usize>) -> ImageSpec {
     }
 }
 
+/// What a rogue tries: a name, the method, the path and the headers.
+type Attempt<'a> = (&'a str, Method, &'a str, Vec<(&'a str, &'a str)>);
+
 /// Pushes the rogue's image (what an attacker wants a member's containerd to run) as `REPO:v1`, lets the nodes `rogues` pull it, then pushes the
 /// real image over the same tag (as a release does). Returns (evil, real).
 async fn tag_taken_over_by(
@@ -194,7 +197,7 @@ async fn rogues_without_the_secret_cannot_join_read_or_poison_a_tag() -> Result<
         &layer,
         spegel_secret::unix_now(),
     );
-    let attempts: Vec<(&str, Method, &str, Vec<(&str, &str)>)> = vec![
+    let attempts: Vec<Attempt> = vec![
         ("plain GET", Method::GET, &layer, vec![]),
         ("HEAD", Method::HEAD, &layer, vec![]),
         ("manifest", Method::GET, &manifest, vec![]),
