@@ -99,3 +99,122 @@ fn show(networks: &[Cidr]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
+
+    use std::path::PathBuf;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::{Cli, Command};
+
+    fn args(secret: Option<PathBuf>, insecure: bool, allowed: &[&str]) -> MembershipArgs {
+        MembershipArgs {
+            cluster_secret_file: secret,
+            insecure_open_dht: insecure,
+            registry_allowed_clients: allowed.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    fn bad_config(result: anyhow::Result<Membership>) -> String {
+        let error = result.err().expect("a configuration error");
+        assert!(error.is::<BadConfig>(), "{error}");
+        error.to_string()
+    }
+
+    fn secret_file(dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("cluster-secret");
+        ClusterSecret::generate().unwrap().write_new(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn no_secret_and_no_opt_out_is_refused_with_both_ways_out() {
+        let error = bad_config(load(&args(None, false, &[])));
+        assert!(error.contains("--cluster-secret-file"), "{error}");
+        assert!(error.contains("generate-secret"), "{error}");
+        assert!(error.contains("--insecure-open-dht"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_and_the_opt_out_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = bad_config(load(&args(Some(secret_file(dir.path())), true, &[])));
+        assert!(error.contains("exclude each other"), "{error}");
+    }
+
+    #[test]
+    fn allowed_clients_mean_nothing_on_an_open_dht() {
+        let error = bad_config(load(&args(None, true, &["10.0.0.0/8"])));
+        assert!(error.contains("--registry-allowed-clients"), "{error}");
+    }
+
+    #[test]
+    fn the_opt_out_runs_open() {
+        let membership = load(&args(None, true, &[])).unwrap();
+        assert!(membership.secret.is_none());
+        assert_eq!(membership.pre_shared_key(), None);
+    }
+
+    #[test]
+    fn a_bad_secret_file_is_a_configuration_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let error = bad_config(load(&args(Some(missing.clone()), false, &[])));
+        assert!(error.contains(&missing.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn a_secret_allows_loopback_own_addresses_and_the_given_networks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = secret_file(dir.path());
+        let membership = load(&args(Some(path.clone()), false, &["192.0.2.0/24"])).unwrap();
+        let secret = ClusterSecret::load(&path).unwrap();
+        assert_eq!(membership.pre_shared_key(), Some(secret.psk()));
+        let allowed = membership.access.allowed();
+        assert!(
+            allowed.contains(&"192.0.2.0/24".parse().unwrap()),
+            "{allowed:?}"
+        );
+        assert!(
+            allowed.contains(&"127.0.0.0/8".parse().unwrap()),
+            "{allowed:?}"
+        );
+        for own in spegel_registry::own_addresses().unwrap() {
+            assert!(allowed.contains(&own), "{own} missing from {allowed:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_clients_parse_from_a_comma_separated_flag() {
+        let cli = Cli::try_parse_from([
+            "spegel-node",
+            "registry",
+            "--registry-allowed-clients",
+            "10.0.0.0/8,192.0.2.7",
+        ])
+        .unwrap();
+        let Command::Registry(registry) = cli.command else {
+            panic!("not the registry command");
+        };
+        let allowed: Vec<String> = registry
+            .membership
+            .registry_allowed_clients
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(allowed, ["10.0.0.0/8", "192.0.2.7/32"]);
+        let error = Cli::try_parse_from([
+            "spegel-node",
+            "registry",
+            "--registry-allowed-clients",
+            "10.0.0.0/40",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("is not a network"), "{error}");
+    }
+}
