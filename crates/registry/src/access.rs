@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use http::Request;
 use http::request::Builder;
-use spegel_secret::{ClusterSecret, PROOF_HEADER};
+use spegel_secret::{ClusterSecret, PROOF_HEADER, ProofError};
+use tracing::warn;
 
 use crate::mirror::MIRRORED_HEADER;
 
@@ -178,6 +179,10 @@ impl Access {
                     Err(_) => "a malformed cluster proof".to_owned(),
                     Ok(proof) => match secret.verify(method, path, proof, now) {
                         Ok(()) => return Ok(Caller::Peer),
+                        Err(e @ ProofError::Stale { skew_secs }) => {
+                            warn!(client = %show(client), skew_secs, "refused a member's request made too long ago: is a clock off (run NTP), or is it a replay?");
+                            e.to_string()
+                        }
                         Err(e) => e.to_string(),
                     },
                 }

@@ -82,8 +82,8 @@ impl ClusterSecret {
         format!("{VERSION}:{unix_secs}:{}", hex::encode(tag.into_bytes()))
     }
 
-    /// Checks `proof` for a request received at `now` (unix seconds). The MAC comparison
-    /// takes constant time.
+    /// Checks `proof` for a request received at `now` (unix seconds): the MAC (compared in
+    /// constant time), then the time.
     pub fn verify(
         &self,
         method: &str,
@@ -101,13 +101,16 @@ impl ClusterSecret {
         };
         let secs: u64 = secs.parse().map_err(|_| ProofError::Malformed)?;
         let tag = hex::decode(tag).map_err(|_| ProofError::Malformed)?;
+        // The MAC first: a stale proof is then known to come from a member (a clock that is
+        // off, or a replay), which is worth telling the operator; a forgery is not.
+        self.mac(method, path_and_query, secs)
+            .verify_slice(&tag)
+            .map_err(|_| ProofError::Mismatch)?;
         let skew_secs = now.abs_diff(secs);
         if skew_secs > REPLAY_WINDOW_SECS {
             return Err(ProofError::Stale { skew_secs });
         }
-        self.mac(method, path_and_query, secs)
-            .verify_slice(&tag)
-            .map_err(|_| ProofError::Mismatch)
+        Ok(())
     }
 }
 
