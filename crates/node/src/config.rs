@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod host;
+mod membership;
 
 pub use host::{CleanupArgs, ConfigurationArgs, HostArgs};
+pub use membership::{GenerateSecretArgs, MembershipArgs};
 
 /// Peer-to-peer OCI registry mirror serving containerd's content store.
 #[derive(Debug, Parser)]
@@ -29,6 +31,8 @@ pub enum Command {
     Configuration(ConfigurationArgs),
     /// Put containerd's mirror configuration back as it was before `configuration`, then exit.
     Cleanup(CleanupArgs),
+    /// Write a new cluster secret (a libp2p pre-shared key) for --cluster-secret-file, then exit.
+    GenerateSecret(GenerateSecretArgs),
 }
 
 /// Logging flags, shared by every subcommand.
@@ -83,6 +87,8 @@ pub struct RegistryArgs {
     pub max_connections: usize,
     #[command(flatten)]
     pub p2p: P2pArgs,
+    #[command(flatten)]
+    pub membership: MembershipArgs,
     #[command(flatten)]
     pub host: HostArgs,
 }

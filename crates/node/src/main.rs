@@ -5,6 +5,7 @@ mod config;
 mod configuration;
 mod exit;
 mod host;
+mod membership;
 mod p2p;
 mod registry;
 mod systemd;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             Command::Registry(args) => registry::run(args).await,
             Command::Configuration(args) => configuration::configure(&args),
             Command::Cleanup(args) => configuration::cleanup(&args),
+            Command::GenerateSecret(args) => membership::generate(&args),
         }
     });
     match result {

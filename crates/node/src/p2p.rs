@@ -96,6 +96,7 @@ pub async fn advertise_in_flight(
 pub async fn start(
     args: &P2pArgs,
     registry_port: u16,
+    pre_shared_key: Option<[u8; 32]>,
     containerd: Containerd,
     shutdown: CancellationToken,
 ) -> anyhow::Result<P2p> {
@@ -133,6 +134,7 @@ pub async fn start(
     let mut config = RouterConfig::new(args.router_addr, keypair, registry_port, bootstrap);
     config.provider_ttl = args.provider_ttl;
     config.republish_interval = args.provider_republish_interval;
+    config.pre_shared_key = pre_shared_key;
     let (router, _task) = Router::start(config, shutdown.clone()).await?;
 
     let (counts_tx, counts) = watch::channel(Vec::new());

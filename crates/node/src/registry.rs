@@ -17,6 +17,7 @@ const INGEST_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     crate::host::preflight(&args.host)?;
+    let membership = crate::membership::load(&args.membership)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let host = crate::host::Host::start(&args.host, shutdown.clone()).await?;
@@ -43,6 +44,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let p2p = crate::p2p::start(
         &args.p2p,
         registry_addr.port(),
+        membership.pre_shared_key(),
         store.clone(),
         shutdown.clone(),
     )
@@ -64,6 +66,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             claim_window: args.p2p.inflight_claim_window,
             inflight_hold: args.p2p.inflight_hold,
             inflight_stall_timeout: args.p2p.inflight_stall_timeout,
+            secret: membership.secret.clone(),
             ..MirrorConfig::default()
         },
         host.metrics.clone(),
@@ -80,7 +83,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .with_status(move || format!("{} peers", router.peer_count()))
         .with_status(move || crate::host::advertised_status(&counts.borrow()));
     host.supervise(supervisor, shutdown.clone());
-    let registry = Registry::with_mirror(store, mirror);
+    let registry = Registry::with_mirror(store, mirror).with_access(membership.access);
     spegel_registry::serve(listener, registry, config, shutdown).await;
     host.finish().await;
     info!("stopped");

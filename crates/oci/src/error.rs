@@ -24,6 +24,8 @@ pub enum ErrorCode {
     UnknownEndpoint,
     /// The method is not allowed: spegel is read-only.
     MethodNotAllowed,
+    /// The client is neither this node's own nor a cluster member with a valid proof.
+    Denied,
 }
 
 impl ErrorCode {
@@ -39,6 +41,7 @@ impl ErrorCode {
             | ErrorCode::RangeInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Denied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::TagInvalid => "TAG_INVALID",
             ErrorCode::RangeInvalid | ErrorCode::RangeNotSatisfiable => "RANGE_INVALID",
             ErrorCode::UnknownEndpoint | ErrorCode::MethodNotAllowed => "UNSUPPORTED",
+            ErrorCode::Denied => "DENIED",
         }
     }
 }

@@ -10,9 +10,8 @@ use spegel_oci::{
 use spegel_routing::Key;
 use tracing::{debug, warn};
 
-use crate::mirror::{
-    Decision, Fetch, HOLD_HEADER, IN_FLIGHT, MIRRORED_HEADER, Mirror, PEER_HEADER, SOURCE_HEADER,
-};
+use crate::access::{Access, Caller};
+use crate::mirror::{Decision, Fetch, HOLD_HEADER, IN_FLIGHT, Mirror, PEER_HEADER, SOURCE_HEADER};
 use crate::response::{self, Body};
 
 /// Manifests larger than this are not manifests (distribution refuses to store them).
@@ -26,6 +25,7 @@ const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/
 pub struct Registry<S> {
     store: S,
     mirror: Option<Mirror>,
+    access: Access,
 }
 
 /// What went wrong while answering: the client's fault (sent as is) or ours (sent as a 404
@@ -49,6 +49,7 @@ impl<S: ContentStore> Registry<S> {
         Registry {
             store,
             mirror: None,
+            access: Access::default(),
         }
     }
 
@@ -57,7 +58,14 @@ impl<S: ContentStore> Registry<S> {
         Registry {
             store,
             mirror: Some(mirror),
+            access: Access::default(),
         }
+    }
+
+    /// Who may read (the default: loopback only, no peers).
+    pub fn with_access(mut self, access: Access) -> Registry<S> {
+        self.access = access;
+        self
     }
 
     /// The mirror to ask on a local miss: only for requests from containerd (they name the
@@ -65,14 +73,27 @@ impl<S: ContentStore> Registry<S> {
     /// registries.
     fn mirror_for<B>(&self, request: &Request<B>, registry: Option<&str>) -> Option<&Mirror> {
         let mirror = self.mirror.as_ref()?;
-        let from_peer = request.headers().contains_key(MIRRORED_HEADER);
+        let from_peer = caller(request) != Caller::Client;
         (!from_peer && mirror.mirrors(registry?)).then_some(mirror)
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
     #[tracing::instrument(skip_all, fields(method = %request.method(), path = %request.uri().path()))]
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Body> {
         let head = request.method() == Method::HEAD;
+        match self.access.check(&request, spegel_secret::unix_now()) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            Err(reason) => {
+                debug!(%reason, "denied");
+                let e = RegistryError::new(
+                    ErrorCode::Denied,
+                    "this registry serves its own node and cluster members only",
+                );
+                return response::error(&e, head);
+            }
+        }
         if request.method() != Method::GET && !head {
             let e = RegistryError::new(
                 ErrorCode::MethodNotAllowed,
@@ -229,7 +250,7 @@ impl<S: ContentStore> Registry<S> {
             .await
             .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
         let Some(size) = local else {
-            if headers.contains_key(MIRRORED_HEADER) {
+            if caller(request) == Caller::Peer {
                 return self.in_flight_blob(request, digest, head).await;
             }
             return self.mirror_blob(request, digest, head).await;
@@ -239,7 +260,7 @@ impl<S: ContentStore> Registry<S> {
             Some(r) => (StatusCode::PARTIAL_CONTENT, r.first, r.len()),
             None => (StatusCode::OK, 0, size),
         };
-        debug!(%digest, first, len, from_peer = headers.contains_key(MIRRORED_HEADER), "serving blob");
+        debug!(%digest, first, len, from_peer = caller(request) == Caller::Peer, "serving blob");
         let body = if head || len == 0 {
             response::empty()
         } else {
@@ -249,7 +270,7 @@ impl<S: ContentStore> Registry<S> {
                 .await
                 .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
             match &self.mirror {
-                Some(mirror) if !headers.contains_key(MIRRORED_HEADER) => {
+                Some(mirror) if caller(request) == Caller::Client => {
                     response::stream(mirror.count_local(stream))
                 }
                 _ => response::stream(stream),
@@ -395,6 +416,16 @@ impl<S: ContentStore> Registry<S> {
         };
         response.ok_or_else(|| unknown().into())
     }
+}
+
+/// Who sent `request`, as [`Access`] decided; a request it never saw counts as a peer's
+/// (served locally only).
+fn caller<B>(request: &Request<B>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .copied()
+        .unwrap_or(Caller::Peer)
 }
 
 /// The value of `name` in a query string, as sent.

@@ -2,6 +2,8 @@
 //!
 //! Layers, top to bottom:
 //! - [`server`]: accepts TCP connections and runs HTTP/1 on them until shutdown;
+//! - [`Access`]: who may read (this node's containerd, allowed networks, members proving the
+//!   cluster secret), checked before anything else; everyone else gets `403 DENIED`;
 //! - [`Registry`] (`handler`): request → parse route → local store → response, in one place;
 //! - [`response`]: the only place errors become HTTP (status + OCI error JSON) and bodies are built;
 //! - `metered`: the `http_*` metrics around each request (route label, duration to the last
@@ -14,12 +16,14 @@
 //! This crate never writes to the store and never reads a path it did not build from a
 //! validated digest.
 
+mod access;
 mod handler;
 mod metered;
 mod mirror;
 mod response;
 mod server;
 
+pub use access::{Access, Caller, Cidr, ClientAddr, own_addresses};
 pub use handler::Registry;
 pub use mirror::{
     BoxFuture, Decision, Flights, HOLD_HEADER, MIRRORED_HEADER, Mirror, MirrorConfig, Resolver,

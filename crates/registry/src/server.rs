@@ -4,6 +4,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::Request;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::Registry;
+use crate::access::ClientAddr;
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone)]
@@ -68,7 +71,8 @@ pub async fn serve<S: ContentStore>(
         move |stream, peer, watcher| {
             let registry = registry.clone();
             let metrics = metrics.clone();
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ClientAddr(peer));
                 let registry = registry.clone();
                 let measured = crate::metered::start(&metrics, &request);
                 async move {

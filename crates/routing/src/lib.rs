@@ -1,6 +1,6 @@
 //! spegel's content routing: which peers hold a key.
 //!
-//! A libp2p Kademlia DHT (TCP + Noise + yamux, protocol `/spegel/kad/1.0.0`, server mode) plus
+//! A libp2p Kademlia DHT (TCP + optional `pnet` pre-shared key + Noise + yamux, see [`transport`]; protocol `/spegel/kad/1.0.0`, server mode) plus
 //! identify. One task owns the `Swarm` ([`swarm`]) and is driven by commands from cheap
 //! [`Router`] handles: advertise and withdraw [`Key`]s, resolve a key to [`Provider`]s (peers'
 //! registry addresses, never our own), and report how many peers we know.
@@ -18,6 +18,7 @@ mod identity;
 mod key;
 mod router;
 mod swarm;
+mod transport;
 
 pub use bootstrap::{
     Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, StaticBootstrap, parse_peer_addr,
@@ -28,3 +29,4 @@ pub use key::Key;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 pub use router::{Provider, Router, RouterConfig};
+pub use transport::psk_fingerprint;

@@ -32,6 +32,9 @@ pub struct RouterConfig {
     pub bootstrap_refresh: Duration,
     /// The longest wait between bootstrap attempts while we know no peer.
     pub bootstrap_max_backoff: Duration,
+    /// The cluster's libp2p pre-shared key: with it only peers holding the same key can
+    /// connect (`pnet`); `None` leaves the DHT open to anyone who reaches the port.
+    pub pre_shared_key: Option<[u8; 32]>,
 }
 
 impl RouterConfig {
@@ -51,6 +54,7 @@ impl RouterConfig {
             republish_interval: Duration::from_secs(10 * 60),
             bootstrap_refresh: Duration::from_secs(5 * 60),
             bootstrap_max_backoff: Duration::from_secs(30),
+            pre_shared_key: None,
         }
     }
 }

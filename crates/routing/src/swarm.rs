@@ -10,7 +10,7 @@ use libp2p::kad::{self, GetProvidersOk, Mode, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -112,11 +112,7 @@ pub(crate) async fn spawn(
     );
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_other_transport(|key| crate::transport::build(key, config.pre_shared_key))
         .map_err(|e| listen_error(e.to_string()))?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kad_config);

@@ -19,6 +19,9 @@ use crate::{Containerd, Host, ImageSpec, Network, SpegelNode, TestImage, Upstrea
 
 pub use mirror::{ClusterOptions, MirrorMode};
 
+/// The secret file's name in the cluster's secret directory.
+const SECRET_FILE: &str = "cluster-secret";
+
 /// One node: its namespace, containerd and spegel-node.
 pub struct ClusterNode {
     /// Declared first: dropped (killed) before containerd.
@@ -59,8 +62,8 @@ impl ClusterNode {
     }
 }
 
-/// The upstream and the nodes. Fields drop in order: nodes, cache, upstream, then the
-/// network.
+/// The upstream and the nodes. Fields drop in order: nodes, cache, upstream, the network,
+/// then the secret.
 pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
     /// The pull-through cache ([`MirrorMode::PullThroughCache`] only), on the host after
@@ -69,6 +72,8 @@ pub struct Cluster {
     pub upstream: Upstream,
     pub network: Network,
     layouts: Vec<tempfile::TempDir>,
+    /// Holds the cluster's secret file, passed to every spegel-node (see [`Cluster::secret_path`]).
+    secret: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -89,12 +94,17 @@ impl Cluster {
         let with_cache = options.mirror == MirrorMode::PullThroughCache;
         let network = Network::create(count + 1 + usize::from(with_cache)).await?;
         let upstream = Upstream::start_in(Some(network.host(0))).await?;
+        let secret = tempfile::Builder::new()
+            .prefix("spegel-cluster-secret-")
+            .tempdir()?;
+        spegel_secret::ClusterSecret::generate()?.write_new(&secret.path().join(SECRET_FILE))?;
         let mut cluster = Cluster {
             nodes: Vec::new(),
             cache: None,
             upstream,
             network,
             layouts: Vec::new(),
+            secret,
         };
         if with_cache {
             let host = cluster.network.host(count + 1);
@@ -126,14 +136,27 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The cluster's secret file, generated for this cluster and given to every spegel-node
+    /// (unless its args name `--cluster-secret-file` or `--insecure-open-dht`).
+    pub fn secret_path(&self) -> std::path::PathBuf {
+        self.secret.path().join(SECRET_FILE)
+    }
+
     /// (Re)starts node `index`'s spegel-node (0-based), bootstrapping from node 0.
     pub async fn start_spegel(&mut self, index: usize, node_args: &[&str]) -> Result<()> {
         let seed = self.nodes[0].router_addr();
+        let secret = self.secret_path().to_string_lossy().into_owned();
         let node = &mut self.nodes[index];
         node.spegel = None;
         let mut args: Vec<&str> = Vec::new();
         if index > 0 {
             args.extend(["--bootstrap-peers", seed.as_str()]);
+        }
+        let membership_given = node_args.iter().any(|a| {
+            a.starts_with("--cluster-secret-file") || a.starts_with("--insecure-open-dht")
+        });
+        if !membership_given {
+            args.extend(["--cluster-secret-file", secret.as_str()]);
         }
         args.extend(node_args);
         node.spegel = Some(SpegelNode::start_in(&node.host, &node.containerd, &args).await?);

@@ -5,9 +5,11 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use spegel_secret::ClusterSecret;
 use tempfile::TempDir;
 use tokio::process::Command;
 
@@ -24,6 +26,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The metrics textfile's name in the node's directory.
 const TEXTFILE: &str = "spegel.prom";
+
+/// The secret file's name in the node's directory (when the test gave none).
+const SECRET_FILE: &str = "cluster-secret";
 
 /// How long [`SpegelNode::terminate`] waits after SIGTERM.
 const TERMINATE_GRACE: Duration = Duration::from_secs(15);
@@ -76,8 +81,10 @@ impl SpegelNode {
     /// Starts `spegel-node registry` against `containerd` with
     /// `--registry-addr 127.0.0.1:<free port> --containerd-sock <socket>
     /// --containerd-namespace k8s.io --containerd-content-path <content>
-    /// --log-level debug` followed by `extra_args`, and waits until `GET /livez`
-    /// answers 200. The binary is found by [`spegel_node_binary`].
+    /// --log-level debug --cluster-secret-file <this process's secret>` followed by
+    /// `extra_args`, and waits until `GET /livez` answers 200. The binary is found by
+    /// [`spegel_node_binary`]. Give `--cluster-secret-file` or `--insecure-open-dht` in
+    /// `extra_args` to choose another membership (see [`process_secret`]).
     pub async fn start(containerd: &Containerd, extra_args: &[&str]) -> Result<Self> {
         Self::spawn(&spegel_node_binary()?, None, containerd, extra_args, &[]).await
     }
@@ -176,6 +183,13 @@ impl SpegelNode {
                 .arg("--metrics-textfile")
                 .arg(dir.path().join(TEXTFILE));
         }
+        // Nodes are members unless the test says otherwise: those started without a secret
+        // share this test process's one, so nodes on loopback find each other as before.
+        if !given("--cluster-secret-file") && !given("--insecure-open-dht") {
+            let path = dir.path().join(SECRET_FILE);
+            process_secret()?.write_new(&path)?;
+            command.arg("--cluster-secret-file").arg(path);
+        }
         if !given("--containerd-config-path") {
             command
                 .arg("--containerd-config-path")
@@ -250,6 +264,15 @@ impl SpegelNode {
             .context("spegel-node was already terminated")?;
         process.terminate(TERMINATE_GRACE).await
     }
+}
+
+/// The cluster secret of every node this test process starts without one (random per process).
+pub fn process_secret() -> Result<&'static ClusterSecret> {
+    static SECRET: OnceLock<Option<ClusterSecret>> = OnceLock::new();
+    SECRET
+        .get_or_init(|| ClusterSecret::generate().ok())
+        .as_ref()
+        .context("cannot generate a cluster secret: no randomness")
 }
 
 async fn wait_until_live(

@@ -32,6 +32,7 @@ use hyper_util::rt::TokioExecutor;
 use spegel_metrics::{FlightOutcome, Metrics};
 use spegel_oci::{Digest, ImageFilter, Verifier};
 use spegel_routing::{Key, PeerId, Provider};
+use spegel_secret::ClusterSecret;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -102,6 +103,8 @@ pub struct MirrorConfig {
     /// A download in progress that we serve to a peer and that gains no byte for this long
     /// is given up: the response is cut so the peer moves on.
     pub inflight_stall_timeout: Duration,
+    /// The cluster secret requests to peers are signed with (`None`: unsigned, open DHT).
+    pub secret: Option<Arc<ClusterSecret>>,
 }
 
 impl Default for MirrorConfig {
@@ -118,6 +121,7 @@ impl Default for MirrorConfig {
             claim_window: Duration::from_millis(200),
             inflight_hold: Duration::from_secs(5),
             inflight_stall_timeout: Duration::from_secs(5),
+            secret: None,
         }
     }
 }
@@ -568,6 +572,7 @@ impl Mirror {
             builder = builder.header(HOLD_HEADER, ask.hold.as_millis().to_string());
         }
         builder = builder.header(PEER_HEADER, self.resolver.local_peer_id().to_string());
+        builder = crate::access::prove(builder, self.config.secret.as_deref());
         let request = builder.body(Empty::new()).map_err(|e| e.to_string())?;
         let _in_use = self.use_peer(peer.peer);
         let response = tokio::time::timeout(
