@@ -27,7 +27,12 @@ async fn main() -> Result<()> {
         "Starting an upstream registry and {} nodes (network namespaces, containerd + spegel-node each)...",
         AT_ONCE + 1
     );
-    let args = ["--log-level", "info", "--metrics-textfile-interval", "200ms"];
+    let args = [
+        "--log-level",
+        "info",
+        "--metrics-textfile-interval",
+        "200ms",
+    ];
     let mut cluster = Cluster::start(AT_ONCE + 1, &args).await?;
     let spec = ImageSpec {
         layers: vec![24 << 20, 12 << 20, 4 << 20],
@@ -41,7 +46,10 @@ async fn main() -> Result<()> {
         .filter(|b| !image.other_platform_blobs().contains(b))
         .map(|b| b.size)
         .sum();
-    println!("Pushed {name} (multi-platform index; {} for this platform)", mb(image_bytes));
+    println!(
+        "Pushed {name} (multi-platform index; {} for this platform)",
+        mb(image_bytes)
+    );
     cluster.wait_until_joined().await?;
     // A remote registry is further away than a neighbour: limit the upstream's link.
     cluster.network.host(0).shape(UPSTREAM_MBIT).await?;
@@ -118,7 +126,8 @@ async fn report(cluster: &Cluster, i: usize, took: Duration) -> Result<()> {
 async fn served_bytes(node: &ClusterNode, source: &str) -> Result<u64> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let path = node.spegel()?.textfile_path();
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let prefix = format!("spegel_served_bytes_total{{source=\"{source}\"}} ");
     Ok(text
         .lines()
