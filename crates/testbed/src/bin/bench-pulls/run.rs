@@ -55,7 +55,7 @@ pub struct Measurement {
 }
 
 /// Whether `mode` measures `workload`: the lone-node pull compares direct and spegel only.
-pub fn measures(mode: Mode, workload: &Workload) -> bool {
+fn measures(mode: Mode, workload: &Workload) -> bool {
     workload.phase != Phase::Lone || matches!(mode, Mode::Direct | Mode::Spegel)
 }
 
