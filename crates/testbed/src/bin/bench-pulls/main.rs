@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! cargo build --release -p spegel-node -p spegel-testbed && target/release/bench-pulls
+//! target/release/bench-pulls --nodes 3,5,10 --layers 1,4,12   # issue 9's figures
 //! ```
 //!
-//! One run, as root, on network namespaces (see `spegel_testbed::Cluster`):
+//! What it does, as root, on network namespaces (see `spegel_testbed::Cluster`):
 //!
 //! 1. Every image is built once, locally, from random (incompressible) bytes: each size
 //!    × layer count × phase gets its own image, so every phase starts cold; with `--lone`
