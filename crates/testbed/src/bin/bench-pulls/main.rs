@@ -1,40 +1,56 @@
 //! `bench-pulls`: N nodes pull the same image cold, all at once ("create") and one batch
 //! after another ("rolling"), in three set-ups side by side: straight from the upstream,
-//! through one central pull-through cache, and through spegel-node on every node.
+//! through one central pull-through cache, and through spegel-node on every node; and one
+//! node pulling alone. Every figure is measured `--runs` times for each `--nodes` count.
 //! Prints figures and writes them; asserts nothing.
 //!
 //! ```text
 //! cargo build --release -p spegel-node -p spegel-testbed && target/release/bench-pulls
+//! target/release/bench-pulls --nodes 3,5,10 --layers 1,4,12   # issue 9's figures
 //! ```
 //!
-//! One run, as root, on network namespaces (see `spegel_testbed::Cluster`):
+//! What it does, as root, on network namespaces (see `spegel_testbed::Cluster`):
 //!
 //! 1. Every image is built once, locally, from random (incompressible) bytes: each size
-//!    × layer count × phase gets its own image, so every phase starts cold.
-//! 2. For each mode a fresh cluster (upstream, nodes, the cache if any): the same images
-//!    are pushed, then the upstream's link is limited with `tc tbf`.
+//!    × layer count × phase gets its own image, so every phase starts cold; with `--lone`
+//!    one more image for the lone-node pull.
+//! 2. For each node count, each run and each mode a fresh cluster (upstream, nodes, the
+//!    cache if any): the same images are pushed, then the upstream's link is limited with
+//!    `tc tbf`.
 //! 3. Each phase pulls its image through CRI on every node; per-node times, the time until
-//!    all nodes have it, and the blob bytes the upstream's access log says it served.
-//! 4. A Markdown table (`pulls.md`), raw figures (`pulls.json`) and a plot (`pulls.svg`)
-//!    go to `--out`.
+//!    all nodes have it, and the blob bytes the upstream's access log says it served. The
+//!    lone-node image is pulled by the first node only (direct and spegel modes).
+//! 4. Medians with min–max over the runs in a Markdown page (`pulls.md`), every run in
+//!    `pulls.json` and a plot (`pulls.svg`), written to `--out`.
 
+mod json;
+mod machine;
 mod plot;
 mod report;
 mod run;
+mod summary;
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
 use spegel_testbed::{ImageSpec, MirrorMode, TestImage};
 
 /// Compares cold image pulls on N nodes: direct, via a pull-through cache, via spegel-node.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "bench-pulls")]
 pub struct Args {
-    /// Nodes in each cluster.
-    #[arg(long, env = "BENCH_PULLS_NODES", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
-    nodes: u16,
+    /// Nodes in each cluster, comma-separated: every configuration is measured for each.
+    #[arg(long, env = "BENCH_PULLS_NODES", value_delimiter = ',', default_values_t = [5], value_parser = clap::value_parser!(u16).range(1..=100))]
+    nodes: Vec<u16>,
+    /// Runs of every configuration, each on fresh clusters; reports show the median and
+    /// the range.
+    #[arg(long, env = "BENCH_PULLS_RUNS", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    runs: u16,
+    /// Also measure one node pulling the 100 MB image (or the largest size, with the most
+    /// layers) alone, in direct and spegel mode, once per run: `--lone false` to skip.
+    #[arg(long, env = "BENCH_PULLS_LONE", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    lone: bool,
     /// The upstream registry's link rate in Mbit/s (`tc tbf`); 0 leaves it unshaped.
     #[arg(long, env = "BENCH_PULLS_UPSTREAM_MBIT", default_value_t = 200)]
     upstream_mbit: u32,
@@ -65,10 +81,9 @@ pub struct Args {
 }
 
 impl Args {
-    /// Nodes per rolling batch.
-    fn batch_size(&self) -> usize {
-        let nodes = usize::from(self.nodes);
-        (nodes * usize::from(self.batch_percent))
+    /// Nodes per rolling batch in a cluster of `nodes`.
+    fn batch_size(&self, nodes: u16) -> usize {
+        (usize::from(nodes) * usize::from(self.batch_percent))
             .div_ceil(100)
             .max(1)
     }
@@ -111,6 +126,9 @@ pub enum Phase {
     Create,
     /// Batches of `--batch-percent` of the nodes, one after another.
     Rolling,
+    /// The first node pulls alone, the others idle (`--lone`, not a `--phases` value).
+    #[value(skip)]
+    Lone,
 }
 
 impl Phase {
@@ -119,6 +137,7 @@ impl Phase {
         match self {
             Phase::Create => "create",
             Phase::Rolling => "rolling",
+            Phase::Lone => "lone",
         }
     }
 }
@@ -148,16 +167,20 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Builds the images, runs every mode and writes the report.
+/// Builds the images, runs every node count, run and mode, and writes the report.
 async fn run(args: Args) -> Result<()> {
     let mut sizes = args.sizes.clone();
     if args.with_1g && !sizes.contains(&1000) {
         sizes.push(1000);
     }
+    ensure!(!args.nodes.is_empty(), "--nodes names no node count");
+    ensure!(!args.sizes.is_empty(), "--sizes names no size");
+    ensure!(!args.layers.is_empty(), "--layers names no layer count");
     ensure!(!args.modes.is_empty(), "--modes names no mode");
     ensure!(!args.phases.is_empty(), "--phases names no phase");
     spegel_testbed::require_root_tools()?;
-    let load_at_start = report::load_average();
+    // Before anything is written: the report files themselves would make the tree dirty.
+    let start = machine::Start::record(&args.out).await;
     // Check early that spegel-node is built rather than after the first modes ran.
     if args.modes.contains(&Mode::Spegel) {
         spegel_testbed::spegel_node_binary()?;
@@ -175,25 +198,50 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     }
+    if args.lone {
+        let size_mb = if sizes.contains(&100) {
+            100
+        } else {
+            sizes.iter().copied().max().unwrap_or(100)
+        };
+        let layers = args.layers.iter().copied().max().unwrap_or(1);
+        workloads.push(build(layouts.path(), size_mb, layers, Phase::Lone)?);
+    }
     let total: u64 = workloads.iter().map(|w| w.bytes).sum();
     println!(
-        "Built {} images ({:.0} MB); {} nodes, upstream {}, nodes {}, modes {:?}",
+        "Built {} images ({:.0} MB); nodes {:?}, {} runs, upstream {}, nodes {}, modes {:?}",
         workloads.len(),
         total as f64 / 1e6,
         args.nodes,
+        args.runs,
         report::rate(args.upstream_mbit),
         report::rate(args.node_mbit),
         args.modes.iter().map(|m| m.name()).collect::<Vec<_>>()
     );
 
     let mut measurements = Vec::new();
-    for &mode in &args.modes {
-        println!("== mode {}", mode.name());
-        measurements.extend(run::run_mode(mode, &args, &workloads).await?);
+    for &nodes in &args.nodes {
+        for run in 1..=args.runs {
+            for &mode in &args.modes {
+                println!(
+                    "== {nodes} nodes, run {run} of {}, mode {}",
+                    args.runs,
+                    mode.name()
+                );
+                let config = run::Config {
+                    nodes,
+                    run,
+                    mode,
+                    args: &args,
+                };
+                measurements.extend(run::run_mode(&config, &workloads).await?);
+            }
+        }
     }
 
-    let machine = report::Machine::describe(&load_at_start).await;
-    let markdown = report::markdown(&args, &machine, &workloads, &measurements);
+    let machine = machine::Machine::describe(start).await;
+    let cells = summary::cells(&args, &workloads, &measurements);
+    let markdown = report::markdown(&args, &machine, &workloads, &cells);
     println!("\n{markdown}");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -204,9 +252,9 @@ async fn run(args: Args) -> Result<()> {
     write("pulls.md", markdown)?;
     write(
         "pulls.json",
-        report::json(&args, &machine, &workloads, &measurements)?,
+        json::json(&args, &machine, &workloads, &measurements, &cells)?,
     )?;
-    write("pulls.svg", plot::svg(&args, &workloads, &measurements))?;
+    write("pulls.svg", plot::svg(&args, &workloads, &cells))?;
     println!(
         "Wrote pulls.md, pulls.json and pulls.svg to {}",
         args.out.display()

@@ -1,87 +1,11 @@
-//! The results as a Markdown page (machine, command, set-up, table) and as JSON.
+//! The results as a Markdown page: machine, commit, command, set-up, the goals of issue 9,
+//! one table per node count (medians with min–max over the runs) and the lone-node pull.
 
 use std::fmt::Write as _;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
-use serde_json::json;
-use tokio::process::Command;
-
-use crate::run::Measurement;
-use crate::{Args, Mode, Workload};
-
-/// What the figures were measured on.
-pub struct Machine {
-    pub date: String,
-    pub cpus: usize,
-    pub cpu_model: String,
-    pub kernel: String,
-    pub memory: String,
-    pub containerd: String,
-    pub registry: String,
-    /// `/proc/loadavg`'s 1, 5 and 15 minute averages when the run started and ended: the
-    /// machine may be shared.
-    pub load: String,
-    /// The command line, with any `BENCH_PULLS_*` variables in front.
-    pub command: String,
-}
-
-impl Machine {
-    /// Reads `/proc`, asks `date` and the tools for their versions; `load_at_start` is
-    /// [`load_average`] from the start of the run.
-    pub async fn describe(load_at_start: &str) -> Machine {
-        let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        let field = |text: &str, key: &str| {
-            text.lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-                .unwrap_or_else(|| "unknown".to_owned())
-        };
-        let memory = field(&read("/proc/meminfo"), "MemTotal")
-            .trim_end_matches(" kB")
-            .parse::<f64>()
-            .map(|kib| format!("{:.0} GiB", kib / 1024.0 / 1024.0))
-            .unwrap_or_else(|_| "unknown".to_owned());
-        let env: Vec<String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("BENCH_PULLS_"))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let argv: Vec<String> = std::env::args().collect();
-        Machine {
-            date: output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).await,
-            cpus: std::thread::available_parallelism().map_or(0, usize::from),
-            cpu_model: field(&read("/proc/cpuinfo"), "model name"),
-            kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
-            memory,
-            load: format!(
-                "{load_at_start} at the start, {} at the end",
-                load_average()
-            ),
-            containerd: output("containerd", &["--version"]).await,
-            registry: output("docker-registry", &["--version"]).await,
-            command: env.into_iter().chain(argv).collect::<Vec<_>>().join(" "),
-        }
-    }
-}
-
-/// The 1, 5 and 15 minute load averages, e.g. `0.52 0.80 1.10`.
-pub fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The first line `program args` prints, or `unknown`.
-async fn output(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().await;
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
+use crate::machine::Machine;
+use crate::summary::{Cell, Check, LONE_GOAL, Spread, UPSTREAM_GOAL, WALL_GOAL, physical_limit};
+use crate::{Args, Mode, Phase, Workload};
 
 /// `200 Mbit/s`, or `unshaped` for 0.
 pub fn rate(mbit: u32) -> String {
@@ -91,77 +15,106 @@ pub fn rate(mbit: u32) -> String {
     }
 }
 
-/// The `p`-th percentile (0 < p ≤ 1) by nearest rank: the smallest value with at least
-/// `p` of the values at or below it.
-pub fn percentile(values: &[Duration], p: f64) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted
-        .get(rank.saturating_sub(1))
-        .copied()
-        .unwrap_or_default()
-}
-
-/// Seconds for one copy of the image through the upstream's link, if it is shaped.
-pub fn physical_limit(args: &Args, workload: &Workload) -> Option<f64> {
-    (args.upstream_mbit > 0)
-        .then(|| workload.bytes as f64 * 8.0 / (f64::from(args.upstream_mbit) * 1e6))
-}
-
-/// The direct-mode measurement of the same workload, if direct was run.
-pub fn direct(measurements: &[Measurement], workload: usize) -> Option<&Measurement> {
-    measurements
-        .iter()
-        .find(|m| m.mode == Mode::Direct && m.workload == workload)
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64())
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.0}", bytes as f64 / 1e6)
-}
-
-fn ratio(value: f64, base: Option<f64>) -> String {
-    match base {
-        Some(base) if base > 0.0 => format!("{:.2}×", value / base),
-        _ => "–".to_owned(),
+/// `3, 5 and 10`.
+pub fn node_counts(args: &Args) -> String {
+    let counts: Vec<String> = args.nodes.iter().map(u16::to_string).collect();
+    match counts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => counts.join(""),
     }
 }
 
-/// The whole page: machine, command, set-up and the results table.
-pub fn markdown(
-    args: &Args,
-    machine: &Machine,
-    workloads: &[Workload],
-    measurements: &[Measurement],
-) -> String {
+/// `1 run`, `3 runs`.
+pub fn runs(count: u16) -> String {
+    match count {
+        1 => "1 run".to_owned(),
+        n => format!("{n} runs"),
+    }
+}
+
+/// `21.90 (21.70–22.30)` with `decimals` decimals and the range when the runs differ.
+fn spread(s: &Spread, decimals: usize, scale: f64) -> String {
+    let (median, min, max) = (s.median / scale, s.min / scale, s.max / scale);
+    let median = format!("{median:.decimals$}");
+    let (min, max) = (format!("{min:.decimals$}"), format!("{max:.decimals$}"));
+    if min == max {
+        median
+    } else {
+        format!("{median} ({min}–{max})")
+    }
+}
+
+/// `1.02×`, or `–`.
+fn times(value: Option<f64>) -> String {
+    value.map_or("–".to_owned(), |v| format!("{v:.2}×"))
+}
+
+/// `pass` or `FAIL` for each check, or `–` when no goal applies.
+fn verdict(checks: &[Check]) -> String {
+    if checks.is_empty() {
+        return "–".to_owned();
+    }
+    let marks: Vec<&str> = checks
+        .iter()
+        .map(|c| if c.met() { "pass" } else { "**FAIL**" })
+        .collect();
+    marks.join(" · ")
+}
+
+/// `100 MB × 4`.
+fn image(workload: &Workload) -> String {
+    format!("{} MB × {}", workload.size_mb, workload.layers)
+}
+
+/// The whole page.
+pub fn markdown(args: &Args, machine: &Machine, workloads: &[Workload], cells: &[Cell]) -> String {
     let mut page = String::new();
-    let nodes = args.nodes;
     let _ = writeln!(
         page,
         "# Cold pulls on {nodes} nodes: direct, pull-through cache, spegel-node\n\n\
-         Generated by `bench-pulls` (`crates/testbed/src/bin/bench-pulls/`) on {date}; raw \
-         figures in `pulls.json`, plot in `pulls.svg`. Reproduce from the repository root, as \
-         root:\n\n```sh\ncargo build --release -p spegel-node -p spegel-testbed\n{command}\n```\n",
+         Generated by `bench-pulls` (`crates/testbed/src/bin/bench-pulls/`) at commit \
+         `{commit}` on {date}. Each figure is the **median of {runs}**, with the \
+         smallest and largest run in brackets when they differ; ratios are of medians. Every \
+         run is in `pulls.json`, the plot in `pulls.svg`. Reproduce from the repository root, \
+         as root:\n\n```sh\ncargo build --release -p spegel-node -p spegel-testbed\n{command}\n```\n",
+        nodes = node_counts(args),
+        commit = machine.commit,
         date = machine.date,
+        runs = runs(args.runs),
         command = machine.command,
     );
     let _ = writeln!(
         page,
-        "| machine | |\n|---|---|\n| CPUs (nproc) | {} |\n| CPU | {} |\n| kernel | {} |\n\
-         | memory | {} |\n| load average (1, 5, 15 min) | {} |\n| containerd | {} |\n\
-         | docker-registry | {} |\n",
+        "| machine | |\n|---|---|\n| commit | `{}` |\n| date | {} |\n| CPUs (nproc) | {} |\n\
+         | CPU (model name) | {} |\n| kernel | {} |\n| memory | {} |\n\
+         | load average (1, 5, 15 min) before | {} |\n| load average after | {} |\n\
+         | containerd | {} |\n| docker-registry | {} |\n",
+        machine.commit,
+        machine.date,
         machine.cpus,
         machine.cpu_model,
         machine.kernel,
         machine.memory,
-        machine.load,
+        machine.load_before,
+        machine.load_after,
         machine.containerd,
         machine.registry
     );
+    set_up(&mut page, args);
+    goals(&mut page, workloads, cells);
+    for &nodes in &args.nodes {
+        results(&mut page, args, workloads, cells, nodes);
+    }
+    lone(&mut page, workloads, cells);
+    page
+}
+
+fn set_up(page: &mut String, args: &Args) {
+    let batches: Vec<String> = args
+        .nodes
+        .iter()
+        .map(|&n| format!("{} of {n}", args.batch_size(n)))
+        .collect();
     let _ = writeln!(
         page,
         "## Set-up\n\n\
@@ -173,129 +126,204 @@ pub fn markdown(
          listed first in every node's `hosts.toml`, the upstream as fallback; no spegel-node \
          runs. This is what Gardener's registry-cache does.\n\
          - **spegel**: spegel-node on every node, listed first, the upstream as fallback.\n\
-         - Every mode gets a fresh cluster (nothing cached), the same images and the same \
-         shaping. Images are random bytes in uncompressed tar layers, built locally; each \
-         size × layers × phase is a different image, so every phase starts cold.\n\
+         - For each node count, each run ({runs}) and each mode a fresh cluster \
+         (nothing cached), the same images and the same shaping; the modes take turns within a \
+         run. Images are random bytes in uncompressed tar layers, built locally; each size × \
+         layers × phase is a different image, so every phase starts cold.\n\
          - **create**: every node pulls at once (CRI `PullImage`). **rolling**: batches of \
-         {pct}% of the nodes ({batch} at a time) pull one after another; with spegel each batch \
-         first waits until it can resolve the image's blobs in the DHT (not counted).\n\
-         - *pull*: one node's CRI pull, from the start of its batch (percentiles by nearest \
-         rank). *all nodes*: create, until the last pull returned; rolling, the sum of the \
-         batches' times. *upstream served*: bytes of blob GETs of this image in the upstream's \
-         access log. *limit*: one copy of the image through the upstream link. *RSS*: the \
-         highest `VmHWM` of any spegel-node during the phase (reset before it).\n",
+         {pct}% of the nodes ({batches} at a time) pull one after another; with spegel each \
+         batch first waits until it can resolve the image's blobs in the DHT (not counted). \
+         **lone**: the first node pulls an image of its own while the other nodes idle \
+         (direct and spegel only).\n\
+         - *all nodes*: create, until the last pull returned; rolling, the sum of the \
+         batches' times; lone, the one pull. *pull p50 / max*: one node's CRI pull, from the \
+         start of its batch (nearest rank within a run). *upstream ÷ image*: bytes of blob \
+         GETs of this image in the upstream's access log ÷ the image's bytes. *limit*: one \
+         copy of the image through the upstream link. *RSS*: the highest `VmHWM` of any \
+         spegel-node during the phase (reset before it).\n",
         up = rate(args.upstream_mbit),
         node = rate(args.node_mbit),
+        runs = runs(args.runs),
         pct = args.batch_percent,
-        batch = args.batch_size(),
+        batches = batches.join(", "),
     );
-    page.push_str("## Results\n\n");
-    page.push_str(
-        "| image | limit | phase | mode | pull p50 | pull p90 | pull max | all nodes | vs direct | upstream served | × image | vs direct | spegel-node RSS |\n\
-         |---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+}
+
+/// The goals of issue 9 and spegel's medians against them.
+fn goals(page: &mut String, workloads: &[Workload], cells: &[Cell]) {
+    let _ = writeln!(
+        page,
+        "## Goals (issue 9)\n\n\
+         Create phase: the upstream serves ≤ {UPSTREAM_GOAL}× the image and every node has it \
+         within ≤ {WALL_GOAL}× the limit; a lone node's pull with spegel ≤ {LONE_GOAL}× \
+         direct's. Medians of spegel mode; every mode's create rows in the tables below carry \
+         the same marks.\n\n\
+         | nodes | image | phase | goal | median | verdict |\n|--:|---|---|---|--:|---|"
     );
-    for (index, workload) in workloads.iter().enumerate() {
-        let limit =
-            physical_limit(args, workload).map_or("–".to_owned(), |s| format!("{s:.2} s"));
-        for m in measurements.iter().filter(|m| m.workload == index) {
-            let base = direct(measurements, index);
-            let rss = m
-                .peak_rss
-                .map_or("–".to_owned(), |b| format!("{} MB", mb(b)));
+    for cell in cells.iter().filter(|c| c.mode == Mode::Spegel) {
+        let workload = &workloads[cell.workload];
+        for check in &cell.checks {
             let _ = writeln!(
                 page,
-                "| {} MB × {} | {limit} | {} | {} | {} s | {} s | {} s | {} s | {} | {} MB | {:.2} | {} | {rss} |",
-                workload.size_mb,
-                workload.layers,
+                "| {} | {} | {} | {} ≤ {}× | {:.2}× | {} |",
+                cell.nodes,
+                image(workload),
                 workload.phase.name(),
-                m.mode.name(),
-                secs(percentile(&m.pulls, 0.5)),
-                secs(percentile(&m.pulls, 0.9)),
-                secs(percentile(&m.pulls, 1.0)),
-                secs(m.wall),
-                ratio(m.wall.as_secs_f64(), base.map(|b| b.wall.as_secs_f64())),
-                mb(m.upstream_bytes),
-                m.upstream_bytes as f64 / workload.bytes as f64,
-                ratio(
-                    m.upstream_bytes as f64,
-                    base.map(|b| b.upstream_bytes as f64)
-                ),
+                check.what,
+                check.bound,
+                check.value,
+                verdict(std::slice::from_ref(check)),
             );
         }
     }
-    page
+    page.push('\n');
 }
 
-/// Every figure, for scripts and the smoke test.
-pub fn json(
-    args: &Args,
-    machine: &Machine,
-    workloads: &[Workload],
-    measurements: &[Measurement],
-) -> Result<String> {
-    let rows: Vec<_> = measurements
+/// One table: every image, phase and mode on `nodes` nodes.
+fn results(page: &mut String, args: &Args, workloads: &[Workload], cells: &[Cell], nodes: u16) {
+    let _ = writeln!(
+        page,
+        "## Results on {nodes} nodes\n\n\
+         | image | limit | phase | mode | all nodes s | ÷ limit | vs direct | pull p50 s | pull max s \
+         | upstream ÷ image | vs direct | spegel-node RSS MB | goals: bytes ≤ {UPSTREAM_GOAL}× · time ≤ {WALL_GOAL}× limit |\n\
+         |---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    );
+    let rows = cells
         .iter()
-        .map(|m| {
-            let w = &workloads[m.workload];
-            json!({
-                "mode": m.mode.name(),
-                "phase": w.phase.name(),
-                "tag": w.tag,
-                "size_mb": w.size_mb,
-                "layers": w.layers,
-                "image_bytes": w.bytes,
-                "pull_seconds": m.pulls.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
-                "all_nodes_seconds": m.wall.as_secs_f64(),
-                "advertisement_wait_seconds": m.waited.as_secs_f64(),
-                "upstream_blob_bytes": m.upstream_bytes,
-                "peak_spegel_rss_bytes": m.peak_rss,
-                "limit_seconds": physical_limit(args, w),
-            })
-        })
+        .filter(|c| c.nodes == nodes && workloads[c.workload].phase != Phase::Lone);
+    for cell in rows {
+        let workload = &workloads[cell.workload];
+        let limit =
+            physical_limit(args, workload).map_or("–".to_owned(), |s| format!("{s:.2} s"));
+        let rss = cell
+            .peak_rss
+            .as_ref()
+            .map_or("–".to_owned(), |r| spread(r, 0, 1e6));
+        let _ = writeln!(
+            page,
+            "| {} | {limit} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {rss} | {} |",
+            image(workload),
+            workload.phase.name(),
+            cell.mode.name(),
+            spread(&cell.wall, 2, 1.0),
+            times(cell.wall_vs_limit),
+            times(cell.wall_vs_direct),
+            spread(&cell.pull_p50, 2, 1.0),
+            spread(&cell.pull_max, 2, 1.0),
+            spread(&cell.upstream, 2, 1.0),
+            times(cell.upstream_vs_direct),
+            verdict(&cell.checks),
+        );
+    }
+    page.push('\n');
+}
+
+/// The lone node's pull: direct against spegel per node count.
+fn lone(page: &mut String, workloads: &[Workload], cells: &[Cell]) {
+    let lone: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| workloads[c.workload].phase == Phase::Lone)
         .collect();
-    let doc = json!({
-        "date": machine.date,
-        "command": machine.command,
-        "machine": {
-            "cpus": machine.cpus,
-            "cpu_model": machine.cpu_model,
-            "kernel": machine.kernel,
-            "memory": machine.memory,
-            "load_average": machine.load,
-            "containerd": machine.containerd,
-            "docker_registry": machine.registry,
-        },
-        "nodes": args.nodes,
-        "upstream_mbit": args.upstream_mbit,
-        "node_mbit": args.node_mbit,
-        "batch_size": args.batch_size(),
-        "results": rows,
-    });
-    serde_json::to_string_pretty(&doc).context("serializing the results")
+    if lone.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        page,
+        "## A lone node\n\n\
+         The first node pulls an image nobody else has or pulls, the other nodes idle: what \
+         spegel-node costs a pull it cannot help (DHT misses, the single-flight claim window \
+         once per blob). Goal: spegel ≤ {LONE_GOAL}× direct.\n\n\
+         | nodes in the cluster | image | direct s | spegel s | spegel ÷ direct | upstream ÷ image (spegel) | verdict |\n\
+         |--:|---|--:|--:|--:|--:|---|"
+    );
+    for spegel in lone.iter().filter(|c| c.mode == Mode::Spegel) {
+        let direct = lone
+            .iter()
+            .find(|c| c.mode == Mode::Direct && c.nodes == spegel.nodes);
+        let _ = writeln!(
+            page,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            spegel.nodes,
+            image(&workloads[spegel.workload]),
+            direct.map_or("–".to_owned(), |d| spread(&d.wall, 2, 1.0)),
+            spread(&spegel.wall, 2, 1.0),
+            times(spegel.wall_vs_direct),
+            spread(&spegel.upstream, 2, 1.0),
+            verdict(&spegel.checks),
+        );
+    }
+    page.push('\n');
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    fn ms(values: &[u64]) -> Vec<Duration> {
-        values.iter().map(|&v| Duration::from_millis(v)).collect()
+    #[test]
+    fn the_page_has_a_table_per_node_count_and_spegels_goals() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args::parse_from(["bench-pulls", "--nodes", "3,5", "--runs", "2"]);
+        let (workloads, cells) = crate::summary::made_up(&args, dir.path()).unwrap();
+        let machine = Machine {
+            date: "2026-12-02 10:00 UTC".to_owned(),
+            commit: "abc1234-dirty".to_owned(),
+            cpus: 2,
+            cpu_model: "AMD EPYC".to_owned(),
+            kernel: "6.1".to_owned(),
+            memory: "24 GiB".to_owned(),
+            containerd: "1.6".to_owned(),
+            registry: "2.8".to_owned(),
+            load_before: "1.00 1.00 1.00".to_owned(),
+            load_after: "2.00 1.00 1.00".to_owned(),
+            command: "bench-pulls --nodes 3,5".to_owned(),
+        };
+
+        let page = markdown(&args, &machine, &workloads, &cells);
+
+        assert!(page.starts_with("# Cold pulls on 3 and 5 nodes"), "{page}");
+        assert!(page.contains("at commit `abc1234-dirty`"));
+        assert!(page.contains("**median of 2 runs**"));
+        assert!(page.contains("## Results on 3 nodes") && page.contains("## Results on 5 nodes"));
+        // Every mode's create row, per node count; spegel's two goals per node count.
+        assert_eq!(page.matches("| create | cache |").count(), 2);
+        assert_eq!(page.matches("| 1 MB × 1 | create | upstream").count(), 2);
+        assert!(!page.contains("## A lone node"), "nothing measured alone");
     }
 
     #[test]
-    fn percentiles_are_by_nearest_rank() {
-        let five = ms(&[50, 10, 40, 20, 30]);
-        assert_eq!(percentile(&five, 0.5), Duration::from_millis(30));
-        assert_eq!(percentile(&five, 0.9), Duration::from_millis(50));
-        assert_eq!(percentile(&five, 1.0), Duration::from_millis(50));
-        assert_eq!(percentile(&ms(&[7]), 0.5), Duration::from_millis(7));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    fn a_spread_shows_its_range_only_when_the_runs_differ() {
+        let same = Spread {
+            median: 2.0,
+            min: 2.0,
+            max: 2.0,
+        };
+        assert_eq!(spread(&same, 2, 1.0), "2.00");
+        let apart = Spread {
+            median: 2.0,
+            min: 1.5,
+            max: 3.25,
+        };
+        assert_eq!(spread(&apart, 2, 1.0), "2.00 (1.50–3.25)");
+        assert_eq!(spread(&apart, 0, 0.5), "4 (3–6)");
     }
 
     #[test]
-    fn a_ratio_without_a_base_is_a_dash() {
-        assert_eq!(ratio(2.0, Some(4.0)), "0.50×");
-        assert_eq!(ratio(2.0, None), "–");
-        assert_eq!(ratio(2.0, Some(0.0)), "–");
+    fn a_missing_ratio_is_a_dash() {
+        assert_eq!(times(Some(0.5)), "0.50×");
+        assert_eq!(times(None), "–");
+    }
+
+    #[test]
+    fn verdicts_mark_each_goal() {
+        let check = |value| Check {
+            what: "x",
+            value,
+            bound: 1.5,
+        };
+        assert_eq!(verdict(&[]), "–");
+        assert_eq!(verdict(&[check(1.0), check(2.0)]), "pass · **FAIL**");
     }
 }

@@ -1,5 +1,6 @@
-//! One mode: a fresh cluster, the same images pushed, the links shaped, then every
-//! workload pulled on every node through CRI, as kubelet pulls.
+//! One run of one mode on N nodes: a fresh cluster, the same images pushed, the links
+//! shaped, then every workload pulled through CRI, as kubelet pulls: on every node, or on
+//! the first node alone for the lone-node image.
 
 use std::time::{Duration, Instant};
 
@@ -19,13 +20,28 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// How long a rolling batch waits for the previous batch's advertisements (spegel only).
 const ADVERTISE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What one workload measured in one mode.
+/// Which cluster to build and measure.
+pub struct Config<'a> {
+    /// Nodes in the cluster.
+    pub nodes: u16,
+    /// 1-based number of this run of the configuration.
+    pub run: u16,
+    pub mode: Mode,
+    pub args: &'a Args,
+}
+
+/// What one workload measured in one run of one mode on one cluster size.
 #[derive(Debug, Clone)]
 pub struct Measurement {
+    /// Nodes in the cluster (the lone-node pull uses one of them).
+    pub nodes: u16,
+    /// 1-based number of the run.
+    pub run: u16,
     pub mode: Mode,
     /// Index into the workloads.
     pub workload: usize,
-    /// Per node, in node order: from the start of its batch until its pull returned.
+    /// Per node that pulled, in node order: from the start of its batch until its pull
+    /// returned.
     pub pulls: Vec<Duration>,
     /// Until every node had the image: create, launch to last pull done; rolling, the sum
     /// of the batches' times (the pauses between batches are not counted).
@@ -38,9 +54,18 @@ pub struct Measurement {
     pub peak_rss: Option<u64>,
 }
 
-/// Runs every workload in `mode` on a cluster of its own, which is torn down on return.
-pub async fn run_mode(mode: Mode, args: &Args, workloads: &[Workload]) -> Result<Vec<Measurement>> {
-    let mut options = ClusterOptions::new(usize::from(args.nodes), mode.mirror());
+/// Whether `mode` measures `workload`: the lone-node pull compares direct and spegel only.
+fn measures(mode: Mode, workload: &Workload) -> bool {
+    workload.phase != Phase::Lone || matches!(mode, Mode::Direct | Mode::Spegel)
+}
+
+/// Runs every workload of `config.mode` on a cluster of its own, which is torn down on
+/// return.
+pub async fn run_mode(config: &Config<'_>, workloads: &[Workload]) -> Result<Vec<Measurement>> {
+    let Config {
+        nodes, mode, args, ..
+    } = *config;
+    let mut options = ClusterOptions::new(usize::from(nodes), mode.mirror());
     options.node_args = vec!["--log-level".to_owned(), "warn".to_owned()];
     let cluster = Cluster::start_with(&options)
         .await
@@ -64,12 +89,16 @@ pub async fn run_mode(mode: Mode, args: &Args, workloads: &[Workload]) -> Result
 
     let mut measurements = Vec::new();
     for (index, workload) in workloads.iter().enumerate() {
+        if !measures(mode, workload) {
+            continue;
+        }
         let measurement = match workload.phase {
-            Phase::Create => create(&cluster, mode, args, index, workload).await?,
-            Phase::Rolling => rolling(&cluster, mode, args, index, workload).await?,
+            Phase::Create => create(&cluster, config, index, workload).await?,
+            Phase::Rolling => rolling(&cluster, config, index, workload).await?,
+            Phase::Lone => lone(&cluster, config, index, workload).await?,
         };
         println!(
-            "  {:<16} {:<7} all nodes in {:>6.2} s (slowest node {:.2} s)",
+            "  {:<16} {:<7} all pulls done in {:>6.2} s (slowest node {:.2} s)",
             workload.tag,
             mode.name(),
             measurement.wall.as_secs_f64(),
@@ -115,17 +144,40 @@ async fn shape(cluster: &Cluster, args: &Args) -> Result<()> {
 /// Every node pulls at once.
 async fn create(
     cluster: &Cluster,
-    mode: Mode,
-    args: &Args,
+    config: &Config<'_>,
+    index: usize,
+    workload: &Workload,
+) -> Result<Measurement> {
+    let nodes: Vec<usize> = (0..cluster.nodes.len()).collect();
+    at_once(cluster, config, &nodes, index, workload).await
+}
+
+/// The first node pulls alone while the others idle.
+async fn lone(
+    cluster: &Cluster,
+    config: &Config<'_>,
+    index: usize,
+    workload: &Workload,
+) -> Result<Measurement> {
+    at_once(cluster, config, &[0], index, workload).await
+}
+
+/// The nodes `members` pull at once.
+async fn at_once(
+    cluster: &Cluster,
+    config: &Config<'_>,
+    members: &[usize],
     index: usize,
     workload: &Workload,
 ) -> Result<Measurement> {
     let name = cluster.image_name(REPO, &workload.tag);
-    let nodes: Vec<usize> = (0..cluster.nodes.len()).collect();
     reset_peak_rss(cluster);
-    let (done, wall) = pull_batch(cluster, &nodes, &name, pull_timeout(args, workload)).await?;
+    let timeout = pull_timeout(config, workload);
+    let (done, wall) = pull_batch(cluster, members, &name, timeout).await?;
     Ok(Measurement {
-        mode,
+        nodes: config.nodes,
+        run: config.run,
+        mode: config.mode,
         workload: index,
         pulls: done.into_iter().map(|(_, took)| took).collect(),
         wall,
@@ -140,19 +192,19 @@ async fn create(
 /// rolling update's next node would find it minutes later.
 async fn rolling(
     cluster: &Cluster,
-    mode: Mode,
-    args: &Args,
+    config: &Config<'_>,
     index: usize,
     workload: &Workload,
 ) -> Result<Measurement> {
+    let Config { mode, args, .. } = *config;
     let name = cluster.image_name(REPO, &workload.tag);
     let nodes: Vec<usize> = (0..cluster.nodes.len()).collect();
-    let timeout = pull_timeout(args, workload);
+    let timeout = pull_timeout(config, workload);
     let mut pulls = vec![Duration::ZERO; nodes.len()];
     let mut wall = Duration::ZERO;
     let mut waited = Duration::ZERO;
     reset_peak_rss(cluster);
-    for (batch, members) in nodes.chunks(args.batch_size()).enumerate() {
+    for (batch, members) in nodes.chunks(args.batch_size(config.nodes)).enumerate() {
         if batch > 0 && mode == Mode::Spegel {
             waited += wait_until_advertised(cluster, members[0], workload).await?;
         }
@@ -163,6 +215,8 @@ async fn rolling(
         }
     }
     Ok(Measurement {
+        nodes: config.nodes,
+        run: config.run,
         mode,
         workload: index,
         pulls,
@@ -198,12 +252,12 @@ async fn pull_batch(
 
 /// A generous bound for one pull: every node's copy through the upstream link, four
 /// times over, plus a minute.
-fn pull_timeout(args: &Args, workload: &Workload) -> Duration {
-    let bytes_per_second = match args.upstream_mbit {
+fn pull_timeout(config: &Config<'_>, workload: &Workload) -> Duration {
+    let bytes_per_second = match config.args.upstream_mbit {
         0 => 100e6,
         mbit => f64::from(mbit) * 1e6 / 8.0,
     };
-    let all_nodes = f64::from(args.nodes) * workload.bytes as f64;
+    let all_nodes = f64::from(config.nodes) * workload.bytes as f64;
     Duration::from_secs_f64(60.0 + 4.0 * all_nodes / bytes_per_second)
 }
 
