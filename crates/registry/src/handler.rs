@@ -11,7 +11,9 @@ use spegel_routing::Key;
 use tracing::{debug, warn};
 
 use crate::access::{Access, Caller};
-use crate::mirror::{Decision, Fetch, HOLD_HEADER, IN_FLIGHT, Mirror, PEER_HEADER, SOURCE_HEADER};
+use crate::mirror::{
+    Decision, FLIGHT_HEADER, Fetch, HOLD_HEADER, IN_FLIGHT, Mirror, PEER_HEADER, SOURCE_HEADER,
+};
 use crate::response::{self, Body};
 
 /// Manifests larger than this are not manifests (distribution refuses to store them).
@@ -325,7 +327,8 @@ impl<S: ContentStore> Registry<S> {
             .map(std::time::Duration::from_millis)
             .unwrap_or_default()
             .min(mirror.config().inflight_hold);
-        if mirror.flights().decided(digest, hold).await == Some(Decision::Deciding) {
+        let decision = mirror.flights().decided(digest, hold).await;
+        if decision == Some(Decision::Deciding) {
             debug!(%digest, "still deciding who fetches it; not serving it yet");
             return Err(unknown());
         }
@@ -365,6 +368,11 @@ impl<S: ContentStore> Registry<S> {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         headers.insert(SOURCE_HEADER, HeaderValue::from_static(IN_FLIGHT));
+        let flight = match decision {
+            Some(Decision::Following) => "following",
+            _ => "owner",
+        };
+        headers.insert(FLIGHT_HEADER, HeaderValue::from_static(flight));
         insert_digest(headers, digest);
         if let Some(range) = range {
             insert_str(headers, CONTENT_RANGE.as_str(), &range.content_range(total));

@@ -60,6 +60,10 @@ pub const HOLD_HEADER: &str = "x-spegel-hold-ms";
 /// streams that download from (they would wait for each other).
 pub const PEER_HEADER: &str = "x-spegel-peer";
 
+/// In a peer's answer for a download in progress: `following` when the peer streams it
+/// from another peer, `owner` when its containerd fetches it from the upstream.
+pub const FLIGHT_HEADER: &str = "x-spegel-flight";
+
 /// In a peer's answer: `complete`, or `in-flight` when it streams a download in progress.
 pub const SOURCE_HEADER: &str = "x-spegel-source";
 /// [`SOURCE_HEADER`]'s value for a download in progress.
@@ -459,18 +463,29 @@ impl Mirror {
             .iter()
             .map(|p| {
                 let ask = &ask;
-                async move { (p, self.request(p, ask).await.is_ok()) }
+                async move { (p, self.request(p, ask).await) }
             })
             .collect();
-        let mut ready = Vec::new();
+        let (mut owners, mut followers) = (Vec::new(), Vec::new());
         let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
-        while let Ok(Some((provider, ok))) = tokio::time::timeout_at(deadline, asking.next()).await
+        while let Ok(Some((provider, answer))) =
+            tokio::time::timeout_at(deadline, asking.next()).await
         {
-            if ok {
-                ready.push(provider.clone());
+            match answer {
+                Ok(r)
+                    if r.headers()
+                        .get(FLIGHT_HEADER)
+                        .is_some_and(|v| v == "following") =>
+                {
+                    followers.push(provider.clone());
+                }
+                Ok(_) => owners.push(provider.clone()),
+                Err(_) => {}
             }
         }
-        ready
+        // Follow the node that fetches it rather than one of its followers: a chain breaks
+        // in more places, and its links fail one after the other.
+        if owners.is_empty() { followers } else { owners }
     }
 
     /// The response for a peer's answer to a blob request: streamed through a [`Transfer`]
@@ -507,6 +522,7 @@ impl Mirror {
         tokio::spawn(transfer.run(peer, headers, body, tx));
         // Our own marker headers are not for containerd.
         parts.headers.remove(SOURCE_HEADER);
+        parts.headers.remove(FLIGHT_HEADER);
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });

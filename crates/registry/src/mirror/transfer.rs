@@ -132,7 +132,7 @@ impl Transfer {
         failed: &HashSet<PeerId>,
     ) -> Option<(Provider, http::Response<Incoming>)> {
         let digest = self.fetch.digest.clone()?;
-        let mut ask = Ask {
+        let ask = Ask {
             fetch: &self.fetch,
             range: Some(format!(
                 "bytes={}-{}",
@@ -165,7 +165,8 @@ impl Transfer {
         order.sort_unstable();
         order.dedup();
         flight::order(&digest, &mut order);
-        ask.hold = self.mirror.config.inflight_hold;
+        // The nodes asked have decided long ago (no hold); one that cannot answer within the
+        // header timeout is skipped.
         for peer in order {
             if peer == local {
                 return None;
