@@ -8,6 +8,7 @@ mod host;
 mod p2p;
 mod registry;
 mod systemd;
+mod tasks;
 mod telemetry;
 
 use std::process::ExitCode;

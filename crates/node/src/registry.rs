@@ -1,27 +1,40 @@
-//! `spegel-node registry`: wiring the containerd store, the peer-to-peer half, the registry
-//! server and shutdown.
+//! `spegel-node registry`: every flag checked before anything binds, then the containerd
+//! store, the peer-to-peer half, the registry server, all under one task root, and shutdown.
+
+use std::time::Duration;
 
 use anyhow::Context;
 use spegel_containerd::{Containerd, ContainerdConfig, ContentStore};
+use spegel_metrics::Metrics;
 use spegel_registry::{Mirror, MirrorConfig, Registry, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::RegistryArgs;
+use crate::exit::BadConfig;
+use crate::tasks::Tasks;
+
+/// How long background tasks may take to finish after the registry stopped.
+const FINISH_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    check(&args)?;
     crate::host::preflight(&args.host)?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let host = crate::host::Host::start(&args.host, shutdown.clone()).await?;
-
+    let plan = crate::p2p::Plan::new(&args.p2p)?;
     let store = Containerd::new(ContainerdConfig {
         socket: args.containerd_sock.clone(),
         namespace: args.containerd_namespace.clone(),
         content_dir: Some(args.containerd_content_path.clone()),
-    })?;
+    })
+    .map_err(|e| BadConfig(e.to_string()))?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let tasks = Tasks::new(shutdown.clone());
+    let metrics = Metrics::with_registries(plan.filter().registries());
+    let host = crate::host::Host::start(&args.host, metrics, &tasks).await?;
     match store.check().await {
         Ok(()) => info!(socket = %args.containerd_sock.display(), "containerd reachable"),
         Err(e) => warn!(error = %e, "containerd not reachable yet; serving 404s until it is"),
@@ -33,13 +46,9 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let registry_addr = listener.local_addr()?;
     info!(addr = %registry_addr, "registry listening");
 
-    let p2p = crate::p2p::start(
-        &args.p2p,
-        registry_addr.port(),
-        store.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let p2p = plan
+        .start(registry_addr.port(), store.clone(), &tasks)
+        .await?;
     let mirror = Mirror::new(
         p2p.router.clone(),
         MirrorConfig {
@@ -52,20 +61,47 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     );
     let config = ServerConfig {
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
         shutdown_grace: args.shutdown_grace,
         metrics: host.metrics.clone(),
         ..ServerConfig::default()
     };
-    host.export_advertised(p2p.counts.clone(), shutdown.clone());
+    host.export_advertised(p2p.counts.clone());
     let (router, counts) = (p2p.router.clone(), p2p.counts.clone());
     let supervisor = crate::systemd::Supervisor::new(registry_addr, store.clone())
         .with_status(move || format!("{} peers", router.peer_count()))
         .with_status(move || crate::host::advertised_status(&counts.borrow()));
-    host.supervise(supervisor, shutdown.clone());
-    let registry = Registry::with_mirror(store, mirror);
+    host.supervise(supervisor);
+    let registry = Registry::with_mirror(store, mirror).with_faults(tasks.faults());
     spegel_registry::serve(listener, registry, config, shutdown).await;
-    host.finish().await;
+    tasks.finish(FINISH_GRACE).await;
     info!("stopped");
+    Ok(())
+}
+
+/// The checks of flags clap cannot make, before anything binds.
+fn check(args: &RegistryArgs) -> anyhow::Result<()> {
+    if args.max_connections == 0 || args.max_connections_per_ip == 0 {
+        return Err(BadConfig(
+            "--max-connections and --max-connections-per-ip must be at least 1".to_owned(),
+        )
+        .into());
+    }
+    let addrs = [
+        ("--registry-addr", args.registry_addr),
+        ("--router-addr", args.p2p.router_addr),
+        ("--metrics-addr", args.host.metrics_addr),
+    ];
+    for (i, (flag, addr)) in addrs.iter().enumerate() {
+        for (other, other_addr) in &addrs[i + 1..] {
+            if addr.port() != 0 && addr == other_addr {
+                return Err(BadConfig(format!(
+                    "{flag} and {other} are both {addr}: give each its own port"
+                ))
+                .into());
+            }
+        }
+    }
     Ok(())
 }
 

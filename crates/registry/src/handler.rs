@@ -10,6 +10,7 @@ use spegel_oci::{
 use spegel_routing::Key;
 use tracing::{debug, warn};
 
+use crate::Faults;
 use crate::mirror::{Fetch, MIRRORED_HEADER, Mirror};
 use crate::response::{self, Body};
 
@@ -24,6 +25,7 @@ const API_VERSION: (&str, &str) = ("docker-distribution-api-version", "registry/
 pub struct Registry<S> {
     store: S,
     mirror: Option<Mirror>,
+    faults: Faults,
 }
 
 /// What went wrong while answering: the client's fault (sent as is) or ours (sent as a 404
@@ -47,6 +49,7 @@ impl<S: ContentStore> Registry<S> {
         Registry {
             store,
             mirror: None,
+            faults: Faults::default(),
         }
     }
 
@@ -55,7 +58,14 @@ impl<S: ContentStore> Registry<S> {
         Registry {
             store,
             mirror: Some(mirror),
+            faults: Faults::default(),
         }
+    }
+
+    /// `/readyz` answers 503 once anything is reported to `faults`.
+    pub fn with_faults(mut self, faults: Faults) -> Registry<S> {
+        self.faults = faults;
+        self
     }
 
     /// The mirror to ask on a local miss: only for requests from containerd (they name the
@@ -120,6 +130,9 @@ impl<S: ContentStore> Registry<S> {
             }
             Route::Livez => Ok(response::text(StatusCode::OK, "ok")),
             Route::Readyz => Ok(match self.store.check().await {
+                _ if self.faults.first().is_some() => {
+                    response::text(StatusCode::SERVICE_UNAVAILABLE, "a node task stopped")
+                }
                 Err(e) => {
                     warn!(error = %e, "not ready");
                     response::text(StatusCode::SERVICE_UNAVAILABLE, "containerd unreachable")
@@ -193,8 +206,14 @@ impl<S: ContentStore> Registry<S> {
             ))
             .into());
         };
-        if size > MAX_MANIFEST_BYTES {
-            return Err(unknown(format!("{digest} is too large to be a manifest")).into());
+        if size > MAX_MANIFEST_BYTES
+            || !self
+                .store
+                .is_manifest(&digest)
+                .await
+                .map_err(store_failed)?
+        {
+            return Err(unknown(format!("{digest} is not a manifest held here")).into());
         }
         let bytes = spegel_containerd::read_small(&self.store, &digest, MAX_MANIFEST_BYTES)
             .await

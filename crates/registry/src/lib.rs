@@ -8,18 +8,21 @@
 //!   byte, bytes sent), recorded into the `spegel_metrics::Metrics` in [`ServerConfig`];
 //! - storage is a [`spegel_containerd::ContentStore`], never touched directly.
 //!
+//! - [`Faults`]: background parts of the node that died, so `/readyz` answers 503;
 //! - [`Mirror`]: on a local miss, content from the peers that hold it (resolved through
 //!   `spegel-routing`), verified against its digest on the way through.
 //!
 //! This crate never writes to the store and never reads a path it did not build from a
 //! validated digest.
 
+mod faults;
 mod handler;
 mod metered;
 mod mirror;
 mod response;
 mod server;
 
+pub use faults::Faults;
 pub use handler::Registry;
 pub use mirror::{MIRRORED_HEADER, Mirror, MirrorConfig};
 pub use response::Body;
