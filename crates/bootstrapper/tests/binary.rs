@@ -212,7 +212,10 @@ async fn a_tls_handshake_flood_from_one_address_leaves_real_clients_answered() {
     let addr = https_addr.unwrap();
     let url = format!("https://{addr}/v1/bootstrap-peers");
     let config = HttpBootstrapConfig::new(&url, pki.node_dir("node-a"), 5001).unwrap();
-    common::eventually("a first answer", || async { fetch_peers(&config).await.ok() }).await;
+    common::eventually("a first answer", || async {
+        fetch_peers(&config).await.ok()
+    })
+    .await;
 
     // A TLS 1.2 record header and the start of a ClientHello, never finished.
     let partial_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01];
