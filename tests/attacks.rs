@@ -177,11 +177,13 @@ async fn an_ns_label_flood_leaves_the_series_count_bounded() -> Result<()> {
         registries.len()
     );
     assert_peak_rss(&served.node, "ns label flood")?;
+    let some: Vec<&&str> = registries.iter().take(20).collect();
     ensure!(
         !registries.is_empty() && registries.len() <= 17,
-        "{registries:?}"
+        "{} registry label values, e.g. {some:?}",
+        registries.len()
     );
-    ensure!(registries.contains("other"), "{registries:?}");
+    ensure!(registries.contains("other"), "no `other` among {some:?}");
     Ok(())
 }
 
