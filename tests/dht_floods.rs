@@ -33,7 +33,11 @@ type Rogue = libp2p::Swarm<kad::Behaviour<MemoryStore>>;
 fn rogue(node: PeerId, addr: Multiaddr) -> Result<Rogue> {
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
         .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_behaviour(|key| {
             let local = key.public().to_peer_id();
             let mut config = kad::Config::new(StreamProtocol::new("/spegel/kad/1.0.0"));
@@ -98,11 +102,13 @@ async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised(
         &[&format!("--router-addr={router_addr}"), "--log-level=info"],
     )
     .await?;
-    let status: serde_json::Value =
-        serde_json::from_slice(&http::get(&format!("{}/_spegel/status", node.url()), &[]).await?.body)?;
+    let status: serde_json::Value = serde_json::from_slice(
+        &http::get(&format!("{}/_spegel/status", node.url()), &[])
+            .await?
+            .body,
+    )?;
     let node_peer: PeerId = status["peer_id"].as_str().context("peer_id")?.parse()?;
-    let node_multiaddr: Multiaddr =
-        format!("/ip4/127.0.0.1/tcp/{}", router_addr.port()).parse()?;
+    let node_multiaddr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", router_addr.port()).parse()?;
 
     let mut swarm = rogue(node_peer, node_multiaddr)?;
     let started = Instant::now();

@@ -121,3 +121,34 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     }
     shutdown.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    use crate::config::{Cli, Command};
+
+    fn registry_args(args: &[&str]) -> RegistryArgs {
+        let argv = ["spegel-node", "registry"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Registry(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn two_servers_on_one_port_are_bad_config_before_anything_binds() {
+        let args = registry_args(&["--registry-addr=:5000", "--metrics-addr=:5000"]);
+        let error = check(&args).unwrap_err();
+        assert!(error.is::<BadConfig>());
+        assert!(
+            error
+                .to_string()
+                .contains("--registry-addr and --metrics-addr"),
+            "{error}"
+        );
+        assert!(check(&registry_args(&["--max-connections-per-ip=0"])).is_err());
+        assert!(check(&registry_args(&[])).is_ok());
+    }
+}
