@@ -158,6 +158,42 @@ mod tests {
         assert_eq!(response.headers()[CONTENT_TYPE], PROMETHEUS_CONTENT_TYPE);
     }
 
+    /// 100 silent connections from one address (more than the old 16 slots) do not keep a
+    /// scraper from another address waiting.
+    #[tokio::test]
+    async fn silent_connections_from_one_address_do_not_block_a_scrape() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_metrics(
+            listener,
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+        ));
+        let mut silent = Vec::new();
+        for _ in 0..100 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
+            silent.push(socket.connect(addr).await.unwrap());
+        }
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply).await.unwrap();
+            reply
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(1), scrape)
+            .await
+            .unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 200 "));
+        shutdown.cancel();
+    }
+
     #[test]
     fn other_paths_are_404() {
         let response = respond(&Metrics::new(), &get("/", None));
