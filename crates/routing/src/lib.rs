@@ -20,6 +20,7 @@ mod key;
 mod router;
 mod store;
 mod swarm;
+mod transport;
 
 pub use bootstrap::{
     Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, StaticBootstrap, parse_peer_addr,

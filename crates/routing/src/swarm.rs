@@ -11,7 +11,7 @@ use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::kad::{self, GetProvidersOk, Mode, QueryId, QueryResult};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -132,11 +132,7 @@ pub(crate) async fn spawn(
         .with_max_pending_outgoing(Some(MAX_PENDING_OUTBOUND));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_other_transport(|key| crate::transport::build(key, addresses))
         .map_err(|e| listen_error(e.to_string()))?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kad_config);
