@@ -1,5 +1,6 @@
 //! Who may open another connection: a cap on connections from remote clients in total and a
-//! cap per client IP. Loopback clients (the node's own containerd, health probes) count only
+//! cap per client (an IPv4 address, or an IPv6 /64: one host can hold a whole /64). Loopback
+//! clients (the node's own containerd, health probes) count only
 //! against the per-IP cap, so remote clients can never lock the node's own clients out.
 
 use std::collections::HashMap;
@@ -55,7 +56,7 @@ impl Admission {
 
     /// Takes a place for a connection from `ip`, or says why there is none.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
-        let ip = ip.to_canonical();
+        let ip = client_of(ip);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let remote = !ip.is_loopback();
         if remote && counts.remote >= self.max_total {
@@ -73,6 +74,17 @@ impl Admission {
             ip,
             counts: self.counts.clone(),
         })
+    }
+}
+
+/// The client an address belongs to: IPv4 addresses as they are, IPv6 addresses by /64.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) if !v6.is_loopback() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
+        other => other,
     }
 }
 
@@ -116,6 +128,17 @@ mod tests {
         assert_eq!(admission.admit(ip("10.0.0.3")).err(), Some(Refusal::Total));
         drop(a);
         assert!(admission.admit(ip("10.0.0.3")).is_ok());
+    }
+
+    #[test]
+    fn one_ipv6_slash_64_is_one_client() {
+        let admission = Admission::new(10, 1);
+        let _a = admission.admit(ip("2001:db8::1")).unwrap();
+        assert_eq!(
+            admission.admit(ip("2001:db8::ffff:2")).err(),
+            Some(Refusal::PerIp)
+        );
+        assert!(admission.admit(ip("2001:db8:0:1::1")).is_ok());
     }
 
     #[test]
