@@ -71,6 +71,8 @@ async fn start_bootstrapper(
             max_peers: 3,
             router_port: 5001,
         },
+        max_connections_per_ip: 32,
+        tls_handshake_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(1),
         log_level: "info".to_owned(),
         log_format: LogFormat::Text,

@@ -41,6 +41,16 @@ pub struct Cli {
     /// Port of the nodes' DHT routers, for the multiaddrs of /v1/bootstrap-peers.
     #[arg(long, env = "SPEGEL_BOOTSTRAPPER_ROUTER_PORT", default_value_t = 5001)]
     pub router_port: u16,
+    /// Connections one client IP may hold on each listener; further ones are closed at once.
+    #[arg(
+        long,
+        env = "SPEGEL_BOOTSTRAPPER_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 32
+    )]
+    pub max_connections_per_ip: usize,
+    /// How long a client may take for its TLS handshake before it is dropped.
+    #[arg(long, env = "SPEGEL_BOOTSTRAPPER_TLS_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
     /// How long open requests may finish after SIGTERM/SIGINT.
     #[arg(long, env = "SPEGEL_BOOTSTRAPPER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -76,6 +86,8 @@ pub struct Config {
     pub tls_reload_interval: Duration,
     pub kubeconfig: Option<PathBuf>,
     pub peers: PeerPolicy,
+    pub max_connections_per_ip: usize,
+    pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -95,6 +107,18 @@ impl Cli {
                     "must be between 1 and {MAX_PEERS_LIMIT}, not {}",
                     self.max_peers
                 ),
+            ));
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err(bad(
+                "--max-connections-per-ip",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return Err(bad(
+                "--tls-handshake-timeout",
+                "must be longer than 0".to_owned(),
             ));
         }
         if self.router_port == 0 {
@@ -141,6 +165,8 @@ impl Cli {
                 max_peers: self.max_peers,
                 router_port: self.router_port,
             },
+            max_connections_per_ip: self.max_connections_per_ip,
+            tls_handshake_timeout: self.tls_handshake_timeout,
             shutdown_grace: self.shutdown_grace,
             log_level: self.log_level,
             log_format: self.log_format,
@@ -196,6 +222,14 @@ mod tests {
             (vec!["--max-peers=0"], "--max-peers"),
             (vec!["--max-peers=1000"], "--max-peers"),
             (vec!["--router-port=0"], "--router-port"),
+            (
+                vec!["--max-connections-per-ip=0"],
+                "--max-connections-per-ip",
+            ),
+            (
+                vec!["--tls-handshake-timeout=0s"],
+                "--tls-handshake-timeout",
+            ),
             (vec!["--tls-reload-interval=10ms"], "--tls-reload-interval"),
             (vec!["--metrics-addr=:8443"], "--metrics-addr"),
             (vec!["--kubeconfig=/nonexistent/kubeconfig"], "--kubeconfig"),

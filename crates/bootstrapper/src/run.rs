@@ -88,6 +88,8 @@ pub async fn run(
     );
     let app = App::new(nodes, metrics, config.peers);
     let limits = ServerLimits {
+        max_connections_per_ip: config.max_connections_per_ip,
+        handshake_timeout: config.tls_handshake_timeout,
         shutdown_grace: config.shutdown_grace,
         ..ServerLimits::default()
     };

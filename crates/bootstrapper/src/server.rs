@@ -7,7 +7,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use spegel_serve::{Limits, accept_loop};
+use spegel_serve::{Busy, Limits, Timeouts, accept_loop};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -19,19 +19,29 @@ use crate::tls_reload::ReloadingTls;
 /// Limits shared by both servers.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections from remote clients served at once; further ones are refused at once.
     pub max_connections: usize,
-    /// How long a client may take for the TLS handshake, and again for a request head.
+    /// Connections one client IP may hold; further ones are refused at once.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How long a client may take for a request head.
     pub client_timeout: Duration,
     /// How long open requests may run on after shutdown begins.
     pub shutdown_grace: Duration,
 }
 
 impl ServerLimits {
-    /// The part the shared accept loop needs.
-    fn accept(&self) -> Limits {
+    /// The part the shared accept loop needs; `busy` is what refused clients get.
+    fn accept(&self, busy: Busy) -> Limits {
         Limits {
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            timeouts: Timeouts {
+                idle: self.client_timeout.max(Duration::from_secs(1)) * 3,
+                ..Timeouts::default()
+            },
+            busy,
             shutdown_grace: self.shutdown_grace,
         }
     }
@@ -41,6 +51,8 @@ impl Default for ServerLimits {
     fn default() -> ServerLimits {
         ServerLimits {
             max_connections: 1024,
+            max_connections_per_ip: 32,
+            handshake_timeout: Duration::from_secs(5),
             client_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -58,28 +70,30 @@ pub async fn serve_https(
     shutdown: CancellationToken,
 ) {
     let timeout = limits.client_timeout;
+    let handshake_timeout = limits.handshake_timeout;
     accept_loop(
         "bootstrap (https)",
         listener,
-        limits.accept(),
+        limits.accept(Busy::Close),
         shutdown,
         move |stream, peer, watcher| {
             let acceptor = tls.acceptor();
             let app = app.clone();
             async move {
-                let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        app.metrics().handshake_failures.inc();
-                        debug!(%peer, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        app.metrics().handshake_failures.inc();
-                        debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
+                let stream =
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            app.metrics().handshake_failures.inc();
+                            debug!(%peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            app.metrics().handshake_failures.inc();
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
                 let asker = Asker {
                     addr: peer.ip(),
                     cert: stream
@@ -115,7 +129,7 @@ pub async fn serve_ops(
     accept_loop(
         "operations (http)",
         listener,
-        limits.accept(),
+        limits.accept(Limits::default().busy),
         shutdown,
         move |stream, peer, watcher| {
             let app = app.clone();

@@ -157,3 +157,91 @@ async fn the_binary_serves_nodes_from_a_kubeconfig_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+/// `VmHWM` (peak resident memory) of process `pid`, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// An attacker on one address opens 1,100 connections (more than --max-connections' 1024
+/// slots) and sends a few bytes of a TLS ClientHello on each, then nothing: before the
+/// per-client cap these held every slot for the handshake timeout. A real node from
+/// another address is still answered at once.
+#[tokio::test]
+async fn a_tls_handshake_flood_from_one_address_leaves_real_clients_answered() {
+    let pki = Pki::new();
+    let api = FakeApiServer::start([
+        node("node-a", "10.0.0.1", true),
+        node("node-b", "10.0.0.2", true),
+    ])
+    .await
+    .unwrap();
+    let kubeconfig = pki.dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let mut child = Command::new(BINARY)
+        .args(tls_args(&pki))
+        .args([
+            "--listen-addr=127.0.0.1:0",
+            "--metrics-addr=127.0.0.1:0",
+            "--log-format=json",
+        ])
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Running(child);
+    let (lines, logged) = mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(json) = serde_json::from_str(&line) {
+                let _ = lines.send(json);
+            }
+        }
+    });
+    let mut https_addr: Option<std::net::SocketAddr> = None;
+    while https_addr.is_none() {
+        let line = logged.recv_timeout(Duration::from_secs(20)).unwrap();
+        if line["message"] == "listening" && line["server"] == "bootstrap (https)" {
+            https_addr = line["addr"].as_str().and_then(|a| a.parse().ok());
+        }
+    }
+    let addr = https_addr.unwrap();
+    let url = format!("https://{addr}/v1/bootstrap-peers");
+    let config = HttpBootstrapConfig::new(&url, pki.node_dir("node-a"), 5001).unwrap();
+    common::eventually("a first answer", || async {
+        fetch_peers(&config).await.ok()
+    })
+    .await;
+
+    // A TLS 1.2 record header and the start of a ClientHello, never finished.
+    let partial_hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01];
+    let mut flood = Vec::new();
+    for _ in 0..1100 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
+        let Ok(mut stream) = socket.connect(addr).await else {
+            continue;
+        };
+        use tokio::io::AsyncWriteExt as _;
+        let _ = stream.write_all(&partial_hello).await;
+        flood.push(stream);
+    }
+    let started = std::time::Instant::now();
+    let peers = tokio::time::timeout(Duration::from_secs(2), fetch_peers(&config))
+        .await
+        .expect("a real client was not answered within 2 s during the flood")
+        .unwrap();
+    let answered_in = started.elapsed();
+    let peak = peak_rss(child.0.id());
+    eprintln!(
+        "handshake flood: {} connections held, real client answered in {answered_in:?}, bootstrapper peak RSS {} MB",
+        flood.len(),
+        peak / 1_000_000
+    );
+    assert_eq!(peers.len(), 1);
+    assert!(peak < 100_000_000, "peak RSS {peak} bytes");
+}

@@ -21,6 +21,9 @@ use crate::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// Labels containerd puts only on manifests and indexes (the content they reference).
+const MANIFEST_LABEL_PREFIX: &str = "containerd.io/gc.ref.content.";
+
 /// How long a unary call to containerd may take before the request gives up on it.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -196,6 +199,28 @@ impl ContentStore for Containerd {
                 call: "content info",
                 detail: format!("size {size}"),
             })
+    }
+
+    /// containerd labels every manifest and index it pulled with the content it references
+    /// (`containerd.io/gc.ref.content.config`, `.l.<i>`, `.m.<i>`); layers and configs carry
+    /// no such label.
+    async fn is_manifest(&self, digest: &Digest) -> Result<bool> {
+        let request = self.request(
+            InfoRequest {
+                digest: digest.to_string(),
+            },
+            Some(CALL_TIMEOUT),
+        );
+        let response = match ContentClient::new(self.channel.clone()).info(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => return Ok(false),
+            Err(status) => return Err(Error::call("content info", status)),
+        };
+        Ok(response.info.is_some_and(|info| {
+            info.labels
+                .keys()
+                .any(|label| label.starts_with(MANIFEST_LABEL_PREFIX))
+        }))
     }
 
     async fn read(&self, digest: &Digest, first: u64, len: u64) -> Result<BlobStream> {

@@ -37,6 +37,15 @@ pub trait ContentStore: Clone + Send + Sync + 'static {
         len: u64,
     ) -> impl Future<Output = Result<BlobStream>> + Send;
 
+    /// Whether the blob with `digest` is known to be a manifest or an index, so that reading
+    /// it whole as one is worth it (a client asking for a layer by a manifest URL must not
+    /// make the node buffer layers). Stores that cannot tell answer `true`; the manifest
+    /// size cap still bounds what is read.
+    fn is_manifest(&self, digest: &Digest) -> impl Future<Output = Result<bool>> + Send {
+        let _ = digest;
+        std::future::ready(Ok(true))
+    }
+
     /// Succeeds when the store can answer right now.
     fn check(&self) -> impl Future<Output = Result<()>> + Send;
 

@@ -93,7 +93,15 @@ pub fn configure(config: &MirrorConfig) -> Result<Vec<Change>> {
     }
     for (name, server) in &targets {
         let dir = config.hosts_dir.join(name);
-        let action = apply(&dir, server.as_deref(), mirrors)?;
+        let action = match apply(&dir, server.as_deref(), mirrors) {
+            Ok(action) => action,
+            // One registry's broken file must not keep spegel from every other registry:
+            // reported, left as it is (this registry bypasses spegel until it is fixed).
+            Err(e @ (Error::Toml { .. } | Error::UnsupportedHosts { .. })) => Action::Skipped(
+                format!("{e}; left as it is, so this registry bypasses spegel"),
+            ),
+            Err(e) => return Err(e),
+        };
         changes.push(Change { dir, action });
     }
     Ok(changes)

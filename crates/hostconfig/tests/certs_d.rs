@@ -347,24 +347,54 @@ fn a_registry_directory_with_certificates_but_no_hosts_toml_is_left_alone_with_a
 }
 
 #[test]
-fn a_hosts_toml_spegel_cannot_order_is_an_error_naming_the_file() {
+fn a_hosts_toml_spegel_cannot_read_or_order_is_skipped_with_a_reason_naming_the_file() {
     let root = tempfile::tempdir().unwrap();
+    let unorderable = "[host]\n\"https://a\" = { capabilities = [\"pull\"] }\n";
+    write(root.path(), "_default/hosts.toml", unorderable, 0o644);
     write(
         root.path(),
-        "_default/hosts.toml",
-        "[host]\n\"https://a\" = { capabilities = [\"pull\"] }\n",
+        "broken.io/hosts.toml",
+        "[host.\"https://b\"\n",
         0o644,
     );
-
-    let error = configure(&config(root.path(), &[], &[MIRROR])).unwrap_err();
-
-    assert!(error.is_bad_config());
-    assert!(
-        error
-            .to_string()
-            .contains("_default/hosts.toml: hosts are not written as [host.\"<url>\"] tables"),
-        "{error}"
+    write(
+        root.path(),
+        "fine.io/hosts.toml",
+        "server = \"https://fine.io\"\n",
+        0o644,
     );
+    let before = snapshot(root.path());
+
+    let changes = configure(&config(root.path(), &[], &[MIRROR])).unwrap();
+
+    let reason = |dir: &str| {
+        changes
+            .iter()
+            .find(|c| c.dir.ends_with(dir))
+            .map(|c| c.action.clone())
+            .unwrap()
+    };
+    let Action::Skipped(why) = reason("_default") else {
+        panic!("{changes:?}")
+    };
+    assert!(
+        why.contains("_default/hosts.toml: hosts are not written as [host.\"<url>\"] tables"),
+        "{why}"
+    );
+    let Action::Skipped(why) = reason("broken.io") else {
+        panic!("{changes:?}")
+    };
+    assert!(
+        why.contains("broken.io/hosts.toml is not valid TOML"),
+        "{why}"
+    );
+    assert_eq!(reason("fine.io"), Action::Injected);
+    // The broken files are left byte for byte.
+    let after = snapshot(root.path());
+    for file in ["_default/hosts.toml", "broken.io/hosts.toml"] {
+        let find = |tree: &Tree| tree.get(Path::new(file)).cloned();
+        assert_eq!(find(&before), find(&after), "{file}");
+    }
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! - [`serve_metrics`]: the `GET /metrics` HTTP server for `--metrics-addr`.
 //! - [`write_textfile`]: the node-exporter textfile writer for `--metrics-textfile`
 //!   (temp file in the same directory → fsync → rename; removed on clean shutdown).
+//! - `registry` label values are bounded (`labels`): a client-chosen `ns` never becomes a
+//!   new series.
 //! - process metrics (RSS, CPU, threads, open files) are read from `/proc/self` at encode time.
 //!
 //! This crate knows nothing about registries, containerd or peers: it only counts what its
@@ -14,6 +16,7 @@
 
 mod error;
 mod exposition;
+mod labels;
 mod metrics;
 mod process;
 mod server;
@@ -22,6 +25,7 @@ mod transfer;
 
 pub use error::{Error, Result};
 pub use exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+pub use labels::{MAX_UNLISTED as MAX_UNLISTED_REGISTRIES, OTHER as OTHER_REGISTRY};
 pub use metrics::{Advertised, HttpRequest, Metrics, Timer};
 pub use server::serve_metrics;
 pub use textfile::{Textfile, write_textfile, write_textfile_once};

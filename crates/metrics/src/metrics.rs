@@ -101,6 +101,7 @@ pub struct Metrics {
     http_requests_inflight: Family<HandlerLabels, Gauge>,
     /// Bytes by source and single-flight outcomes.
     pub transfer: crate::TransferMetrics,
+    registry_labels: crate::labels::RegistryLabels,
 }
 
 impl Default for Metrics {
@@ -110,8 +111,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry holding every metric, all at zero, plus the process metrics.
+    /// A registry holding every metric, all at zero, plus the process metrics; `registry`
+    /// labels bounded as [`Metrics::with_registries`] says, with no list.
     pub fn new() -> Metrics {
+        Metrics::with_registries(&[])
+    }
+
+    /// [`Metrics::new`] whose `registry` label values are only `registries` (the
+    /// `--mirrored-registries`, as hosts) and `other`; with an empty list, the first
+    /// [`crate::MAX_UNLISTED_REGISTRIES`] registries seen and `other`.
+    pub fn with_registries(registries: &[String]) -> Metrics {
         let mut registry = Registry::default();
         let mirror_requests = Family::<MirrorLabels, Counter>::default();
         registry.register(
@@ -184,6 +193,7 @@ impl Metrics {
             http_request_duration,
             http_response_size,
             http_requests_inflight,
+            registry_labels: crate::labels::RegistryLabels::new(registries),
         }
     }
 
@@ -194,7 +204,7 @@ impl Metrics {
         let cache = if hit { Cache::Hit } else { Cache::Miss };
         self.mirror_requests
             .get_or_create(&MirrorLabels {
-                registry: registry.to_owned(),
+                registry: self.registry_labels.label(registry),
                 cache,
             })
             .inc();
@@ -229,7 +239,7 @@ impl Metrics {
     /// Sets the `spegel_advertised_*` gauges of `registry`.
     pub fn set_advertised(&self, registry: &str, advertised: Advertised) {
         let labels = RegistryLabels {
-            registry: registry.to_owned(),
+            registry: self.registry_labels.label(registry),
         };
         let set = |family: &Family<RegistryLabels, Gauge>, n: u64| {
             family

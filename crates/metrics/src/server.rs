@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use spegel_serve::{Limits, accept_loop};
+use spegel_serve::{Limits, Timeouts, accept_loop};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -19,8 +19,17 @@ use tracing::{debug, warn};
 use crate::Metrics;
 use crate::exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 
-/// Scrapers served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 16;
+/// Scrapers served at once, and from one IP; more get 503 at once.
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_IP: usize = 8;
+
+/// A scrape is small: a scraper that idles 30 s or stalls a write 5 s is dropped.
+const TIMEOUTS: Timeouts = Timeouts {
+    idle: Duration::from_secs(30),
+    write_stall: Duration::from_secs(5),
+    min_write_rate: 4 * 1024,
+    rate_window: Duration::from_secs(5),
+};
 
 /// How long a scraper may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,7 +51,10 @@ pub async fn serve_metrics(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let limits = Limits {
         max_connections: MAX_CONNECTIONS,
+        max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
+        timeouts: TIMEOUTS,
         shutdown_grace: SHUTDOWN_GRACE,
+        ..Limits::default()
     };
     accept_loop(
         "metrics",
@@ -144,6 +156,42 @@ mod tests {
     fn curl_gets_the_prometheus_text_format() {
         let response = respond(&Metrics::new(), &get("/metrics", None));
         assert_eq!(response.headers()[CONTENT_TYPE], PROMETHEUS_CONTENT_TYPE);
+    }
+
+    /// 100 silent connections from one address (more than the old 16 slots) do not keep a
+    /// scraper from another address waiting.
+    #[tokio::test]
+    async fn silent_connections_from_one_address_do_not_block_a_scrape() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(serve_metrics(
+            listener,
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+        ));
+        let mut silent = Vec::new();
+        for _ in 0..100 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(([127, 0, 0, 2], 0).into()).unwrap();
+            silent.push(socket.connect(addr).await.unwrap());
+        }
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = Vec::new();
+            stream.read_to_end(&mut reply).await.unwrap();
+            reply
+        };
+        let reply = tokio::time::timeout(Duration::from_secs(1), scrape)
+            .await
+            .unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 200 "));
+        shutdown.cancel();
     }
 
     #[test]

@@ -82,9 +82,14 @@ pub struct RegistryArgs {
     /// How long open requests may finish after SIGTERM/SIGINT (e.g. 10s, 500ms, 1m).
     #[arg(long, env = "SPEGEL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// Most client connections served at once.
+    /// Most connections from other hosts served at once; past it (or past
+    /// --max-connections-per-ip) a client gets 503 at once. Loopback clients (the node's own
+    /// containerd) count only against --max-connections-per-ip.
     #[arg(long, env = "SPEGEL_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most connections one client IP may hold at once.
+    #[arg(long, env = "SPEGEL_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
     #[command(flatten)]
     pub p2p: P2pArgs,
     #[command(flatten)]

@@ -1,9 +1,8 @@
 //! The daemon's host integration: the containerd preflight check, the metrics endpoint and
-//! textfile, and the systemd supervisor, with the tasks that must finish before exit (the
-//! textfile is removed on the way out).
+//! textfile, and the systemd supervisor, run under the node's [`Tasks`] (the textfile is
+//! removed on the way out, so shutdown waits for them).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use spegel_advertiser::RegistryCounts;
@@ -12,16 +11,12 @@ use spegel_hostconfig::Preflight;
 use spegel_metrics::{Advertised, Metrics, Textfile};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::HostArgs;
 use crate::exit::BadConfig;
 use crate::systemd::Supervisor;
-
-/// How long host tasks may take to finish after the registry stopped.
-const FINISH_GRACE: Duration = Duration::from_secs(5);
+use crate::tasks::Tasks;
 
 /// Checks containerd's config file before anything starts; a setting to fix is [`BadConfig`].
 pub fn preflight(args: &HostArgs) -> anyhow::Result<()> {
@@ -61,24 +56,23 @@ pub fn advertised_status(counts: &[RegistryCounts]) -> String {
 pub struct Host {
     /// Where everything records its metrics.
     pub metrics: Arc<Metrics>,
-    tasks: TaskTracker,
+    tasks: Tasks,
 }
 
 impl Host {
     /// Binds `--metrics-addr`, then serves metrics there and writes the textfile until
-    /// `shutdown`.
-    pub async fn start(args: &HostArgs, shutdown: CancellationToken) -> anyhow::Result<Host> {
-        let metrics = Arc::new(Metrics::new());
-        let tasks = TaskTracker::new();
+    /// shutdown, under `tasks`.
+    pub async fn start(args: &HostArgs, metrics: Metrics, tasks: &Tasks) -> anyhow::Result<Host> {
+        let metrics = Arc::new(metrics);
+        let tasks = tasks.clone();
         let listener = TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
         info!(addr = %listener.local_addr()?, "metrics listening");
-        tasks.spawn(spegel_metrics::serve_metrics(
-            listener,
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn_essential(
+            "the metrics server",
+            spegel_metrics::serve_metrics(listener, metrics.clone(), tasks.shutdown()),
+        );
         if args.metrics_textfile.is_empty() {
             info!("no metrics textfile (--metrics-textfile is empty)");
         } else {
@@ -86,22 +80,18 @@ impl Host {
                 path: args.metrics_textfile.clone().into(),
                 interval: args.metrics_textfile_interval,
             };
-            tasks.spawn(spegel_metrics::write_textfile(
-                metrics.clone(),
-                textfile,
-                shutdown,
-            ));
+            tasks.spawn_essential(
+                "the metrics textfile writer",
+                spegel_metrics::write_textfile(metrics.clone(), textfile, tasks.shutdown()),
+            );
         }
         Ok(Host { metrics, tasks })
     }
 
     /// Keeps the `spegel_advertised_*` gauges equal to the advertiser's latest counts.
-    pub fn export_advertised(
-        &self,
-        mut counts: watch::Receiver<Vec<RegistryCounts>>,
-        shutdown: CancellationToken,
-    ) {
+    pub fn export_advertised(&self, mut counts: watch::Receiver<Vec<RegistryCounts>>) {
         let metrics = self.metrics.clone();
+        let shutdown = self.tasks.shutdown();
         self.tasks.spawn(async move {
             loop {
                 for registry in counts.borrow_and_update().iter() {
@@ -124,22 +114,8 @@ impl Host {
     }
 
     /// Runs `supervisor` (systemd notifications) until shutdown.
-    pub fn supervise<S: ContentStore>(
-        &self,
-        supervisor: Supervisor<S>,
-        shutdown: CancellationToken,
-    ) {
-        self.tasks.spawn(supervisor.run(shutdown));
-    }
-
-    /// Waits (bounded) for the host tasks to finish after shutdown.
-    pub async fn finish(self) {
-        self.tasks.close();
-        if tokio::time::timeout(FINISH_GRACE, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!("host tasks did not finish within {FINISH_GRACE:?}");
-        }
+    pub fn supervise<S: ContentStore>(&self, supervisor: Supervisor<S>) {
+        let supervisor = supervisor.with_faults(self.tasks.faults());
+        self.tasks.spawn(supervisor.run(self.tasks.shutdown()));
     }
 }

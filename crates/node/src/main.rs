@@ -9,6 +9,7 @@ mod membership;
 mod p2p;
 mod registry;
 mod systemd;
+mod tasks;
 mod telemetry;
 
 use std::process::ExitCode;

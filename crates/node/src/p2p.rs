@@ -16,6 +16,7 @@ use tracing::debug;
 
 use crate::config::{BootstrapKind, P2pArgs};
 use crate::exit::BadConfig;
+use crate::tasks::Tasks;
 
 /// The running peer-to-peer half.
 pub struct P2p {
@@ -92,66 +93,117 @@ pub async fn advertise_in_flight(
     }
 }
 
-/// Starts the router (listening at once) and the advertiser.
-pub async fn start(
-    args: &P2pArgs,
-    registry_port: u16,
-    pre_shared_key: Option<[u8; 32]>,
-    containerd: Containerd,
-    shutdown: CancellationToken,
-) -> anyhow::Result<P2p> {
-    let bad = |e: &dyn std::fmt::Display| BadConfig(e.to_string());
-    let filter =
-        ImageFilter::new(&args.mirrored_registries, &args.registry_filters).map_err(|e| bad(&e))?;
-    if args.provider_republish_interval >= args.provider_ttl {
-        return Err(BadConfig(
-            "--provider-republish-interval must be shorter than --provider-ttl, or records expire before they are renewed".into(),
-        )
-        .into());
-    }
-    let keypair =
-        spegel_routing::load_or_create_identity(args.data_dir.as_deref()).map_err(|e| bad(&e))?;
-    let router_port = args.router_addr.port();
-    let bootstrap: Arc<dyn Bootstrap> = match args.bootstrap_kind {
-        BootstrapKind::Static => {
-            Arc::new(StaticBootstrap::new(&args.bootstrap_peers, router_port).map_err(|e| bad(&e))?)
-        }
-        BootstrapKind::Dns => {
-            let name = args.bootstrap_dns_name.as_deref().ok_or_else(|| {
-                BadConfig("--bootstrap-kind dns needs --bootstrap-dns-name".into())
-            })?;
-            Arc::new(DnsBootstrap::new(name, router_port).map_err(|e| bad(&e))?)
-        }
-        BootstrapKind::Http => {
-            let url = args.http_bootstrap_url.as_deref().ok_or_else(|| {
-                BadConfig("--bootstrap-kind http needs --http-bootstrap-url".into())
-            })?;
-            let config = HttpBootstrapConfig::new(url, &args.http_bootstrap_cert_dir, router_port)
-                .map_err(|e| bad(&e))?;
-            Arc::new(HttpBootstrap { config })
-        }
-    };
-    let mut config = RouterConfig::new(args.router_addr, keypair, registry_port, bootstrap);
-    config.provider_ttl = args.provider_ttl;
-    config.republish_interval = args.provider_republish_interval;
-    config.pre_shared_key = pre_shared_key;
-    let (router, _task) = Router::start(config, shutdown.clone()).await?;
+/// The peer-to-peer half, checked and loaded (identity, bootstrap source, filters) before
+/// anything binds: every mistake here is a [`BadConfig`].
+pub struct Plan {
+    filter: ImageFilter,
+    keypair: spegel_routing::Keypair,
+    bootstrap: Arc<dyn Bootstrap>,
+    router_addr: std::net::SocketAddr,
+    provider_ttl: std::time::Duration,
+    republish_interval: std::time::Duration,
+    reconcile_interval: std::time::Duration,
+}
 
-    let (counts_tx, counts) = watch::channel(Vec::new());
-    let advertiser = AdvertiserConfig {
-        filter: filter.clone(),
-        reconcile_interval: args.reconcile_interval,
-    };
-    tokio::spawn(spegel_advertiser::run(
-        containerd,
-        router.clone(),
-        advertiser,
-        counts_tx,
-        shutdown,
-    ));
-    Ok(P2p {
-        router,
-        filter,
-        counts,
-    })
+impl Plan {
+    /// Checks the peer-to-peer flags and loads what they name.
+    pub fn new(args: &P2pArgs) -> anyhow::Result<Plan> {
+        let bad = |e: &dyn std::fmt::Display| BadConfig(e.to_string());
+        let filter = ImageFilter::new(&args.mirrored_registries, &args.registry_filters)
+            .map_err(|e| bad(&e))?;
+        if args.provider_republish_interval >= args.provider_ttl {
+            return Err(BadConfig(
+                "--provider-republish-interval must be shorter than --provider-ttl, or records expire before they are renewed".into(),
+            )
+            .into());
+        }
+        if args.mirror_resolve_retries == 0 {
+            return Err(BadConfig(
+                "--mirror-resolve-retries must be at least 1, or no peer is ever asked".into(),
+            )
+            .into());
+        }
+        if args.reconcile_interval.is_zero() {
+            return Err(BadConfig("--reconcile-interval must be longer than 0".into()).into());
+        }
+        let keypair = spegel_routing::load_or_create_identity(args.data_dir.as_deref())
+            .map_err(|e| bad(&e))?;
+        let router_port = args.router_addr.port();
+        let bootstrap: Arc<dyn Bootstrap> = match args.bootstrap_kind {
+            BootstrapKind::Static => Arc::new(
+                StaticBootstrap::new(&args.bootstrap_peers, router_port).map_err(|e| bad(&e))?,
+            ),
+            BootstrapKind::Dns => {
+                let name = args.bootstrap_dns_name.as_deref().ok_or_else(|| {
+                    BadConfig("--bootstrap-kind dns needs --bootstrap-dns-name".into())
+                })?;
+                Arc::new(DnsBootstrap::new(name, router_port).map_err(|e| bad(&e))?)
+            }
+            BootstrapKind::Http => {
+                let url = args.http_bootstrap_url.as_deref().ok_or_else(|| {
+                    BadConfig("--bootstrap-kind http needs --http-bootstrap-url".into())
+                })?;
+                let config =
+                    HttpBootstrapConfig::new(url, &args.http_bootstrap_cert_dir, router_port)
+                        .map_err(|e| bad(&e))?;
+                Arc::new(HttpBootstrap { config })
+            }
+        };
+        Ok(Plan {
+            filter,
+            keypair,
+            bootstrap,
+            router_addr: args.router_addr,
+            provider_ttl: args.provider_ttl,
+            republish_interval: args.provider_republish_interval,
+            reconcile_interval: args.reconcile_interval,
+        })
+    }
+
+    /// Which images are advertised and mirrored.
+    pub fn filter(&self) -> &ImageFilter {
+        &self.filter
+    }
+
+    /// Starts the router (listening at once) and the advertiser under `tasks`.
+    pub async fn start(
+        self,
+        registry_port: u16,
+        pre_shared_key: Option<[u8; 32]>,
+        containerd: Containerd,
+        tasks: &Tasks,
+    ) -> anyhow::Result<P2p> {
+        let mut config = RouterConfig::new(
+            self.router_addr,
+            self.keypair,
+            registry_port,
+            self.bootstrap,
+        );
+        config.provider_ttl = self.provider_ttl;
+        config.republish_interval = self.republish_interval;
+        config.pre_shared_key = pre_shared_key;
+        let (router, task) = Router::start(config, tasks.shutdown()).await?;
+        tasks.watch("the router", task);
+
+        let (counts_tx, counts) = watch::channel(Vec::new());
+        let advertiser = AdvertiserConfig {
+            filter: self.filter.clone(),
+            reconcile_interval: self.reconcile_interval,
+        };
+        tasks.spawn_essential(
+            "the advertiser",
+            spegel_advertiser::run(
+                containerd,
+                router.clone(),
+                advertiser,
+                counts_tx,
+                tasks.shutdown(),
+            ),
+        );
+        Ok(P2p {
+            router,
+            filter: self.filter,
+            counts,
+        })
+    }
 }

@@ -1,14 +1,22 @@
-//! `spegel-node registry`: wiring the containerd store, the peer-to-peer half, the registry
-//! server and shutdown.
+//! `spegel-node registry`: every flag checked before anything binds, then the containerd
+//! store, the peer-to-peer half, the registry server, all under one task root, and shutdown.
+
+use std::time::Duration;
 
 use anyhow::Context;
 use spegel_containerd::{Containerd, ContainerdConfig, ContentStore};
+use spegel_metrics::Metrics;
 use spegel_registry::{Mirror, MirrorConfig, Registry, ServerConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::RegistryArgs;
+use crate::exit::BadConfig;
+use crate::tasks::Tasks;
+
+/// How long background tasks may take to finish after the registry stopped.
+const FINISH_GRACE: Duration = Duration::from_secs(5);
 
 /// How often containerd's `ingest/` directory is looked at (downloads appear 10-20 ms before
 /// their first byte; followers lag by at most this plus containerd's 1 MiB write steps).
@@ -16,17 +24,22 @@ const INGEST_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    check(&args)?;
     crate::host::preflight(&args.host)?;
     let membership = crate::membership::load(&args.membership)?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let host = crate::host::Host::start(&args.host, shutdown.clone()).await?;
-
+    let plan = crate::p2p::Plan::new(&args.p2p)?;
     let mut store = Containerd::new(ContainerdConfig {
         socket: args.containerd_sock.clone(),
         namespace: args.containerd_namespace.clone(),
         content_dir: Some(args.containerd_content_path.clone()),
-    })?;
+    })
+    .map_err(|e| BadConfig(e.to_string()))?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let tasks = Tasks::new(shutdown.clone());
+    let metrics = Metrics::with_registries(plan.filter().registries());
+    let host = crate::host::Host::start(&args.host, metrics, &tasks).await?;
     // Downloads in progress: served to peers, advertised as in flight.
     let ingests = store.watch_ingests(INGEST_POLL, shutdown.clone());
     match store.check().await {
@@ -41,20 +54,19 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     let registry_addr = listener.local_addr()?;
     info!(addr = %registry_addr, "registry listening");
 
-    let p2p = crate::p2p::start(
-        &args.p2p,
-        registry_addr.port(),
-        membership.pre_shared_key(),
-        store.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let p2p = plan
+        .start(
+            registry_addr.port(),
+            membership.pre_shared_key(),
+            store.clone(),
+            &tasks,
+        )
+        .await?;
     if let Some(events) = ingests {
-        tokio::spawn(crate::p2p::advertise_in_flight(
-            events,
-            p2p.router.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn_essential(
+            "the in-flight advertiser",
+            crate::p2p::advertise_in_flight(events, p2p.router.clone(), tasks.shutdown()),
+        );
     }
     let mirror = Mirror::new(
         p2p.router.clone(),
@@ -73,20 +85,49 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     );
     let config = ServerConfig {
         max_connections: args.max_connections,
+        max_connections_per_ip: args.max_connections_per_ip,
         shutdown_grace: args.shutdown_grace,
         metrics: host.metrics.clone(),
         ..ServerConfig::default()
     };
-    host.export_advertised(p2p.counts.clone(), shutdown.clone());
+    host.export_advertised(p2p.counts.clone());
     let (router, counts) = (p2p.router.clone(), p2p.counts.clone());
     let supervisor = crate::systemd::Supervisor::new(registry_addr, store.clone())
         .with_status(move || format!("{} peers", router.peer_count()))
         .with_status(move || crate::host::advertised_status(&counts.borrow()));
-    host.supervise(supervisor, shutdown.clone());
-    let registry = Registry::with_mirror(store, mirror).with_access(membership.access);
+    host.supervise(supervisor);
+    let registry = Registry::with_mirror(store, mirror)
+        .with_access(membership.access)
+        .with_faults(tasks.faults());
     spegel_registry::serve(listener, registry, config, shutdown).await;
-    host.finish().await;
+    tasks.finish(FINISH_GRACE).await;
     info!("stopped");
+    Ok(())
+}
+
+/// The checks of flags clap cannot make, before anything binds.
+fn check(args: &RegistryArgs) -> anyhow::Result<()> {
+    if args.max_connections == 0 || args.max_connections_per_ip == 0 {
+        return Err(BadConfig(
+            "--max-connections and --max-connections-per-ip must be at least 1".to_owned(),
+        )
+        .into());
+    }
+    let addrs = [
+        ("--registry-addr", args.registry_addr),
+        ("--router-addr", args.p2p.router_addr),
+        ("--metrics-addr", args.host.metrics_addr),
+    ];
+    for (i, (flag, addr)) in addrs.iter().enumerate() {
+        for (other, other_addr) in &addrs[i + 1..] {
+            if addr.port() != 0 && addr == other_addr {
+                return Err(BadConfig(format!(
+                    "{flag} and {other} are both {addr}: give each its own port"
+                ))
+                .into());
+            }
+        }
+    }
     Ok(())
 }
 
@@ -105,4 +146,35 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = int.recv() => info!(signal = "SIGINT", "shutting down"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    use crate::config::{Cli, Command};
+
+    fn registry_args(args: &[&str]) -> RegistryArgs {
+        let argv = ["spegel-node", "registry"].iter().chain(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Registry(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn two_servers_on_one_port_are_bad_config_before_anything_binds() {
+        let args = registry_args(&["--registry-addr=:5000", "--metrics-addr=:5000"]);
+        let error = check(&args).unwrap_err();
+        assert!(error.is::<BadConfig>());
+        assert!(
+            error
+                .to_string()
+                .contains("--registry-addr and --metrics-addr"),
+            "{error}"
+        );
+        assert!(check(&registry_args(&["--max-connections-per-ip=0"])).is_err());
+        assert!(check(&registry_args(&[])).is_ok());
+    }
 }

@@ -1,7 +1,7 @@
 //! systemd integration over `NOTIFY_SOCKET` (sd_notify(3)): `READY=1` once the registry
 //! answers its own `/livez` over loopback and containerd answers; `STATUS=` lines for
 //! `systemctl status`; `WATCHDOG=1` at half of `WATCHDOG_USEC`, sent only while both checks
-//! pass (so a wedged daemon is restarted); `STOPPING=1` as soon as shutdown begins.
+//! pass and no essential task has died (so a wedged or half-dead daemon is restarted); `STOPPING=1` as soon as shutdown begins.
 //!
 //! Without `NOTIFY_SOCKET` (not started by systemd, or `Type=simple`) nothing runs.
 
@@ -15,6 +15,7 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use sd_notify::NotifyState;
 use spegel_containerd::ContentStore;
+use spegel_registry::Faults;
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,7 @@ type StatusPart = Box<dyn Fn() -> String + Send + Sync>;
 pub struct Supervisor<S> {
     registry: SocketAddr,
     store: S,
+    faults: Faults,
     parts: Vec<StatusPart>,
 }
 
@@ -43,11 +45,12 @@ pub struct Supervisor<S> {
 struct Health {
     registry: Result<(), String>,
     containerd: Result<(), String>,
+    tasks: Result<(), String>,
 }
 
 impl Health {
     fn ok(&self) -> bool {
-        self.registry.is_ok() && self.containerd.is_ok()
+        self.registry.is_ok() && self.containerd.is_ok() && self.tasks.is_ok()
     }
 
     fn problems(&self) -> String {
@@ -57,6 +60,9 @@ impl Health {
         }
         if let Err(e) = &self.containerd {
             problems.push(format!("containerd unreachable ({e})"));
+        }
+        if let Err(e) = &self.tasks {
+            problems.push(format!("a task died ({e})"));
         }
         problems.join("; ")
     }
@@ -69,8 +75,15 @@ impl<S: ContentStore> Supervisor<S> {
         Supervisor {
             registry: loopback(registry),
             store,
+            faults: Faults::default(),
             parts: Vec::new(),
         }
+    }
+
+    /// Unhealthy (no watchdog ping) once anything is reported to `faults`.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Adds `part()` to every healthy `STATUS=` line, e.g. `|| format!("{n} peers")`.
@@ -184,6 +197,7 @@ impl<S: ContentStore> Supervisor<S> {
         Health {
             registry,
             containerd,
+            tasks: self.faults.first().map_or(Ok(()), Err),
         }
     }
 
@@ -256,6 +270,7 @@ mod tests {
         let health = Health {
             registry: Ok(()),
             containerd: Err("connection refused".to_owned()),
+            tasks: Ok(()),
         };
         assert!(!health.ok());
         assert_eq!(

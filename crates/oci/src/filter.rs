@@ -49,6 +49,11 @@ impl ImageFilter {
         })
     }
 
+    /// The registries to mirror, as hosts (`host[:port]`); empty means every registry.
+    pub fn registries(&self) -> &[String] {
+        &self.registries
+    }
+
     /// Whether content of `registry` is mirrored at all.
     pub fn allows_registry(&self, registry: &str) -> bool {
         self.registries.is_empty() || self.registries.iter().any(|r| r == registry)

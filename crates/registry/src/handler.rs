@@ -10,6 +10,7 @@ use spegel_oci::{
 use spegel_routing::Key;
 use tracing::{debug, warn};
 
+use crate::Faults;
 use crate::access::{Access, Caller};
 use crate::mirror::{
     Decision, FLIGHT_HEADER, Fetch, HOLD_HEADER, IN_FLIGHT, Mirror, PEER_HEADER, SOURCE_HEADER,
@@ -28,6 +29,7 @@ pub struct Registry<S> {
     store: S,
     mirror: Option<Mirror>,
     access: Access,
+    faults: Faults,
 }
 
 /// What went wrong while answering: the client's fault (sent as is) or ours (sent as a 404
@@ -52,6 +54,7 @@ impl<S: ContentStore> Registry<S> {
             store,
             mirror: None,
             access: Access::default(),
+            faults: Faults::default(),
         }
     }
 
@@ -61,12 +64,19 @@ impl<S: ContentStore> Registry<S> {
             store,
             mirror: Some(mirror),
             access: Access::default(),
+            faults: Faults::default(),
         }
     }
 
     /// Who may read (the default: loopback only, no peers).
     pub fn with_access(mut self, access: Access) -> Registry<S> {
         self.access = access;
+        self
+    }
+
+    /// `/readyz` answers 503 once anything is reported to `faults`.
+    pub fn with_faults(mut self, faults: Faults) -> Registry<S> {
+        self.faults = faults;
         self
     }
 
@@ -145,6 +155,9 @@ impl<S: ContentStore> Registry<S> {
             }
             Route::Livez => Ok(response::text(StatusCode::OK, "ok")),
             Route::Readyz => Ok(match self.store.check().await {
+                _ if self.faults.first().is_some() => {
+                    response::text(StatusCode::SERVICE_UNAVAILABLE, "a node task stopped")
+                }
                 Err(e) => {
                     warn!(error = %e, "not ready");
                     response::text(StatusCode::SERVICE_UNAVAILABLE, "containerd unreachable")
@@ -218,8 +231,14 @@ impl<S: ContentStore> Registry<S> {
             ))
             .into());
         };
-        if size > MAX_MANIFEST_BYTES {
-            return Err(unknown(format!("{digest} is too large to be a manifest")).into());
+        if size > MAX_MANIFEST_BYTES
+            || !self
+                .store
+                .is_manifest(&digest)
+                .await
+                .map_err(store_failed)?
+        {
+            return Err(unknown(format!("{digest} is not a manifest held here")).into());
         }
         let bytes = spegel_containerd::read_small(&self.store, &digest, MAX_MANIFEST_BYTES)
             .await

@@ -10,6 +10,7 @@
 //!   byte, bytes sent), recorded into the `spegel_metrics::Metrics` in [`ServerConfig`];
 //! - storage is a [`spegel_containerd::ContentStore`], never touched directly.
 //!
+//! - [`Faults`]: background parts of the node that died, so `/readyz` answers 503;
 //! - [`Mirror`]: on a local miss, content from the peers that hold it (resolved through
 //!   `spegel-routing`), verified against its digest on the way through.
 //!
@@ -17,6 +18,7 @@
 //! validated digest.
 
 mod access;
+mod faults;
 mod handler;
 mod metered;
 mod mirror;
@@ -24,6 +26,7 @@ mod response;
 mod server;
 
 pub use access::{Access, Caller, Cidr, ClientAddr, own_addresses};
+pub use faults::Faults;
 pub use handler::Registry;
 pub use mirror::{
     BoxFuture, Decision, Flights, HOLD_HEADER, MIRRORED_HEADER, Mirror, MirrorConfig, Resolver,

@@ -11,7 +11,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use spegel_containerd::ContentStore;
 use spegel_metrics::Metrics;
-use spegel_serve::{Limits, accept_loop};
+use spegel_serve::{Busy, Limits, Timeouts, accept_loop};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -19,11 +19,21 @@ use tracing::debug;
 use crate::Registry;
 use crate::access::ClientAddr;
 
+/// What a client past the connection caps gets (then the connection is closed).
+const BUSY: Busy = Busy::Http {
+    content_type: "application/json",
+    body: r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"too many connections: retry later"}]}"#,
+};
+
 /// Limits of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections from remote clients served at once; further ones get 503 at once.
     pub max_connections: usize,
+    /// Connections one client IP may hold; further ones get 503 at once.
+    pub max_connections_per_ip: usize,
+    /// When slow or silent clients are dropped (idle, write stall, minimum read rate).
+    pub timeouts: Timeouts,
     /// Read buffer per connection; request heads larger than this get `431`.
     pub max_header_bytes: usize,
     /// How long a client may take to send a request head.
@@ -38,6 +48,8 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             max_connections: 1024,
+            max_connections_per_ip: 64,
+            timeouts: Timeouts::default(),
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
@@ -60,6 +72,9 @@ pub async fn serve<S: ContentStore>(
         .max_buf_size(config.max_header_bytes.max(8192));
     let limits = Limits {
         max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        timeouts: config.timeouts,
+        busy: BUSY,
         shutdown_grace: config.shutdown_grace,
     };
     let metrics = config.metrics;

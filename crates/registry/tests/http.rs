@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use spegel_containerd::{BlobStream, ContentStore};
 use spegel_oci::{Digest, Repository, Tag};
-use spegel_registry::{Registry, ServerConfig, serve};
+use spegel_registry::{Faults, Registry, ServerConfig, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,7 @@ struct Server {
     shutdown: CancellationToken,
     blob: Digest,
     manifest: Digest,
+    faults: Faults,
 }
 
 impl Drop for Server {
@@ -93,9 +94,10 @@ async fn start() -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
+    let faults = Faults::default();
     tokio::spawn(serve(
         listener,
-        Registry::new(store),
+        Registry::new(store).with_faults(faults.clone()),
         ServerConfig::default(),
         shutdown.clone(),
     ));
@@ -104,6 +106,7 @@ async fn start() -> Server {
         shutdown,
         blob,
         manifest,
+        faults,
     }
 }
 
@@ -309,6 +312,15 @@ async fn version_and_health_endpoints_answer() {
     assert_eq!(raw(&s, "HEAD /v2/ HTTP/1.1").await.status, 200);
     assert_eq!(raw(&s, "GET /livez HTTP/1.1").await.status, 200);
     assert_eq!(raw(&s, "GET /readyz HTTP/1.1").await.status, 200);
+}
+
+#[tokio::test]
+async fn readyz_is_503_once_a_node_task_died() {
+    let s = start().await;
+    s.faults.report("the advertiser stopped");
+    let r = raw(&s, "GET /readyz HTTP/1.1").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(raw(&s, "GET /livez HTTP/1.1").await.status, 200);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use spegel_oci::Digest;
+use spegel_oci::{Digest, Repository, Tag};
 
 /// A key a node can provide. Kinds cannot collide: a tag key always contains `/`
 /// (`<registry>/<repository>:<tag>`), a digest and an in-flight key never do, and an
@@ -33,9 +33,62 @@ impl Key {
         }
     }
 
+    /// Parses a DHT record key back into a [`Key`]: the one parser of keys arriving from
+    /// peers. `None` for anything that is not exactly the text form of a key this node
+    /// would advertise itself (the DHT stores nothing else).
+    ///
+    /// Each kind of key is one parser in [`KEY_PARSERS`], tried in order; a new kind adds its
+    /// variant, its `Display` arm and one parser there.
+    pub fn from_record_key(bytes: &[u8]) -> Option<Key> {
+        if bytes.len() > MAX_KEY_BYTES {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        KEY_PARSERS.iter().find_map(|parse| parse(text))
+    }
+
     pub(crate) fn record_key(&self) -> libp2p::kad::RecordKey {
         libp2p::kad::RecordKey::new(&self.to_string())
     }
+}
+
+/// Longest key text accepted from peers: a registry host (255) and a repository (255) and a
+/// tag (128) with their separators fit.
+const MAX_KEY_BYTES: usize = 640;
+
+/// The parsers of [`Key::from_record_key`], one per kind of key.
+const KEY_PARSERS: &[fn(&str) -> Option<Key>] = &[parse_digest, parse_in_flight, parse_tag];
+
+/// `inflight:sha256:<64 hex>`.
+fn parse_in_flight(text: &str) -> Option<Key> {
+    match parse_digest(text.strip_prefix("inflight:")?)? {
+        Key::Digest(digest) => Some(Key::InFlight(digest)),
+        _ => None,
+    }
+}
+
+/// `sha256:<64 hex>` (what `Digest`'s `Display` writes).
+fn parse_digest(text: &str) -> Option<Key> {
+    let digest: Digest = text.parse().ok()?;
+    // Only the canonical text: no case or other variants of one digest as distinct keys.
+    (digest.to_string() == text).then_some(Key::Digest(digest))
+}
+
+/// `<registry host[:port]>/<repository>:<tag>`, each part valid.
+fn parse_tag(text: &str) -> Option<Key> {
+    let (registry, rest) = text.split_once('/')?;
+    let (repository, tag) = rest.rsplit_once(':')?;
+    let plausible_host = !registry.is_empty()
+        && registry.len() <= 255
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if !plausible_host {
+        return None;
+    }
+    let repository = Repository::parse(repository)?;
+    let tag = Tag::parse(tag)?;
+    Some(Key::tag(registry, repository.as_str(), tag.as_str()))
 }
 
 impl fmt::Display for Key {
@@ -57,6 +110,52 @@ mod tests {
         let key = Key::tag("docker.io", "library/nginx", "1.27");
         assert_eq!(key.to_string(), "docker.io/library/nginx:1.27");
         assert_eq!(key.registry(), Some("docker.io"));
+    }
+
+    #[test]
+    fn record_keys_parse_back_only_when_they_are_keys() {
+        let digest = Digest::sha256_of(b"x");
+        let valid = [
+            Key::Digest(digest.clone()),
+            Key::InFlight(digest.clone()),
+            Key::tag("docker.io", "library/nginx", "1.27"),
+            Key::tag("10.0.0.1:5000", "a/b-c", "v1.2_3"),
+        ];
+        for key in valid {
+            assert_eq!(
+                Key::from_record_key(key.to_string().as_bytes()),
+                Some(key.clone()),
+                "{key}"
+            );
+        }
+        let upper = digest
+            .to_string()
+            .to_uppercase()
+            .replace("SHA256", "sha256");
+        let invalid: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"junk".to_vec(),
+            vec![0xff, 0xfe],
+            b"sha256:abc".to_vec(),
+            b"inflight:sha256:abc".to_vec(),
+            format!("inflight:inflight:{digest}").into_bytes(),
+            upper.into_bytes(),
+            b"docker.io/library/nginx".to_vec(),
+            b"docker.io/UPPER:1".to_vec(),
+            b"/a:b".to_vec(),
+            b"reg istry/a:b".to_vec(),
+            b"docker.io/a:b/c".to_vec(),
+            format!("docker.io/a:{}", "t".repeat(200)).into_bytes(),
+            vec![b'a'; 10_000],
+        ];
+        for bytes in invalid {
+            assert_eq!(
+                Key::from_record_key(&bytes),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
     }
 
     #[test]

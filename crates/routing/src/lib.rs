@@ -12,11 +12,13 @@
 //! This crate knows nothing of containerd or HTTP registries beyond the registry port a peer
 //! announces; it never calls them.
 
+mod addrs;
 mod bootstrap;
 mod error;
 mod identity;
 mod key;
 mod router;
+mod store;
 mod swarm;
 mod transport;
 

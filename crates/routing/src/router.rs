@@ -9,7 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::swarm::{self, Command};
 use crate::{Bootstrap, BootstrapPeer, Error, Key, Result};
@@ -77,7 +77,9 @@ pub struct Router {
 
 impl Router {
     /// Starts listening, spawns the task that owns the swarm and the bootstrap loop, and
-    /// returns once the listener is bound. Both tasks stop when `shutdown` is cancelled.
+    /// returns once the listener is bound. The returned handle covers both: it ends when
+    /// `shutdown` is cancelled, or earlier only if the router failed (the caller should say
+    /// so: lookups and announcements no longer happen).
     pub async fn start(
         config: RouterConfig,
         shutdown: CancellationToken,
@@ -93,8 +95,16 @@ impl Router {
             listen,
             peers,
         };
-        tokio::spawn(bootstrap_loop(router.clone(), config, shutdown));
-        Ok((router, task))
+        let bootstrap = bootstrap_loop(router.clone(), config, shutdown);
+        let both = tokio::spawn(async move {
+            tokio::select! {
+                ended = task => if let Err(e) = ended {
+                    error!(error = %e, "the router task failed");
+                },
+                () = bootstrap => {}
+            }
+        });
+        Ok((router, both))
     }
 
     /// This node's peer ID.

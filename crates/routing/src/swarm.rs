@@ -5,18 +5,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::kad::{self, GetProvidersOk, Mode, QueryId, QueryResult};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
+use crate::addrs::{AddressPolicy, ip_of};
 use crate::bootstrap::socket_multiaddr;
+use crate::store::{ProviderStore, StoreLimits};
 use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig};
 
 /// The Kademlia protocol name, as Spegel uses it.
@@ -26,9 +29,18 @@ const IDENTIFY_PROTOCOL: &str = "/spegel/id/1.0.0";
 const REGISTRY_PORT_TAG: &str = "registry-port=";
 /// How long a lookup may wait for a provider's address before giving up on it.
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(10);
-/// Keys and provider records one node can hold: sized for nodes with many images.
-const MAX_PROVIDED_KEYS: usize = 100_000;
-const MAX_RECORDS: usize = 200_000;
+/// Lookups in flight at once; past this a lookup finds nothing (the request answers 404 and
+/// containerd goes to the upstream) instead of queueing DHT work without bound.
+const MAX_LOOKUPS: usize = 256;
+/// Keys whose announcement failed, announced again per second.
+const RETRY_PER_TICK: usize = 64;
+/// libp2p connections: established in total and inbound (outbound always keeps room for
+/// our own lookups), per peer, and handshakes in progress.
+const MAX_CONNECTIONS: u32 = 512;
+const MAX_INBOUND_CONNECTIONS: u32 = 384;
+const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+const MAX_PENDING_INBOUND: u32 = 64;
+const MAX_PENDING_OUTBOUND: u32 = 128;
 
 /// What the [`crate::Router`] asks the swarm task to do.
 pub(crate) enum Command {
@@ -45,7 +57,8 @@ pub(crate) enum Command {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
-    kad: kad::Behaviour<MemoryStore>,
+    limits: connection_limits::Behaviour,
+    kad: kad::Behaviour<ProviderStore>,
     identify: identify::Behaviour,
 }
 
@@ -65,6 +78,8 @@ struct Lookup {
     waiting: HashSet<PeerId>,
     finished: bool,
     started: Instant,
+    /// Cancelled when the lookup is dropped, so its watcher in `abandoned` lets go.
+    _ended: DropGuard,
 }
 
 struct Task {
@@ -73,6 +88,11 @@ struct Task {
     peers: HashMap<PeerId, PeerInfo>,
     lookups: HashMap<QueryId, Lookup>,
     advertised: HashSet<Key>,
+    /// Advertised keys whose announcement failed: announced again, a few per tick.
+    unannounced_keys: HashSet<Key>,
+    /// Completes with a lookup's ID when its caller drops the providers receiver.
+    abandoned: FuturesUnordered<BoxFuture<'static, QueryId>>,
+    addresses: AddressPolicy,
     peer_count: watch::Sender<usize>,
     /// True until a bootstrap completes: announcements made until then may have reached
     /// nobody and are repeated once (later bootstraps do not re-announce everything).
@@ -102,17 +122,17 @@ pub(crate) async fn spawn(
         .set_provider_record_ttl(Some(config.provider_ttl))
         .set_provider_publication_interval(Some(config.republish_interval))
         .set_query_timeout(Duration::from_secs(30));
-    let store = MemoryStore::with_config(
-        local,
-        MemoryStoreConfig {
-            max_records: MAX_RECORDS,
-            max_provided_keys: MAX_PROVIDED_KEYS,
-            ..MemoryStoreConfig::default()
-        },
-    );
+    let addresses = AddressPolicy::new(config.listen.ip().is_loopback(), config.listen.port());
+    let store = ProviderStore::new(local, StoreLimits::default(), addresses);
+    let limits = ConnectionLimits::default()
+        .with_max_established(Some(MAX_CONNECTIONS))
+        .with_max_established_incoming(Some(MAX_INBOUND_CONNECTIONS))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
+        .with_max_pending_outgoing(Some(MAX_PENDING_OUTBOUND));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_other_transport(|key| crate::transport::build(key, config.pre_shared_key))
+        .with_other_transport(|key| crate::transport::build(key, addresses, config.pre_shared_key))
         .map_err(|e| listen_error(e.to_string()))?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kad_config);
@@ -122,7 +142,11 @@ pub(crate) async fn spawn(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
                     .with_agent_version(agent),
             );
-            Behaviour { kad, identify }
+            Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                kad,
+                identify,
+            }
         })
         .map_err(|e| listen_error(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -147,6 +171,9 @@ pub(crate) async fn spawn(
         peers: HashMap::new(),
         lookups: HashMap::new(),
         advertised: HashSet::new(),
+        unannounced_keys: HashSet::new(),
+        abandoned: FuturesUnordered::new(),
+        addresses,
         peer_count,
         unannounced: true,
         bootstrap_requested: false,
@@ -165,13 +192,20 @@ impl Task {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.on_event(event),
-                _ = tick.tick() => self.expire_lookups(),
+                Some(query) = self.abandoned.next(), if !self.abandoned.is_empty() => {
+                    self.end_lookup(query);
+                }
+                _ = tick.tick() => {
+                    self.expire_lookups();
+                    self.retry_unannounced();
+                    self.kad().store_mut().sweep(Instant::now());
+                }
             }
         }
         debug!("router task stopped");
     }
 
-    fn kad(&mut self) -> &mut kad::Behaviour<MemoryStore> {
+    fn kad(&mut self) -> &mut kad::Behaviour<ProviderStore> {
         &mut self.swarm.behaviour_mut().kad
     }
 
@@ -186,6 +220,7 @@ impl Task {
             Command::Withdraw(keys) => {
                 for key in keys {
                     self.kad().stop_providing(&key.record_key());
+                    self.unannounced_keys.remove(&key);
                     self.advertised.remove(&key);
                 }
             }
@@ -194,7 +229,22 @@ impl Task {
                 limit,
                 providers,
             } => {
+                if self.lookups.len() >= MAX_LOOKUPS {
+                    // Dropping `providers` answers "nobody has it" at once.
+                    debug!(%key, "too many lookups in flight; not looking up");
+                    return;
+                }
                 let query = self.kad().get_providers(key.record_key());
+                // Watches the caller without keeping its channel open once the lookup ends.
+                let (caller, ended) = (providers.clone(), CancellationToken::new());
+                let ended_guard = ended.clone().drop_guard();
+                self.abandoned.push(Box::pin(async move {
+                    tokio::select! {
+                        () = caller.closed() => {}
+                        () = ended.cancelled() => {}
+                    }
+                    query
+                }));
                 self.lookups.insert(
                     query,
                     Lookup {
@@ -204,6 +254,7 @@ impl Task {
                         waiting: HashSet::new(),
                         finished: false,
                         started: Instant::now(),
+                        _ended: ended_guard,
                     },
                 );
             }
@@ -214,9 +265,34 @@ impl Task {
         }
     }
 
+    /// Announces `key`; a key that cannot be announced now is announced again later.
     fn provide(&mut self, key: &Key) {
-        if let Err(e) = self.kad().start_providing(key.record_key()) {
-            warn!(%key, error = %e, "cannot advertise key");
+        match self.kad().start_providing(key.record_key()) {
+            Ok(_) => {
+                self.unannounced_keys.remove(key);
+            }
+            Err(e) => {
+                if self.unannounced_keys.insert(key.clone()) {
+                    warn!(%key, error = %e, "cannot advertise key; will retry");
+                }
+            }
+        }
+    }
+
+    /// Announces again a few of the keys whose announcement failed.
+    fn retry_unannounced(&mut self) {
+        let keys: Vec<Key> = self
+            .unannounced_keys
+            .iter()
+            .take(RETRY_PER_TICK)
+            .cloned()
+            .collect();
+        for key in keys {
+            if self.advertised.contains(&key) {
+                self.provide(&key);
+            } else {
+                self.unannounced_keys.remove(&key);
+            }
         }
     }
 
@@ -270,7 +346,14 @@ impl Task {
         let port = registry_port_of(&info.agent_version);
         self.peers.entry(peer).or_default().registry_port = port;
         if info.protocols.contains(&KAD_PROTOCOL) {
-            for addr in info.listen_addrs.into_iter().filter(is_dialable) {
+            // Dial a peer where it was seen connecting from, never where it merely says.
+            let seen = self.peers.get(&peer).and_then(|p| p.ip);
+            let policy = self.addresses;
+            let dialable = info
+                .listen_addrs
+                .into_iter()
+                .filter(|a| policy.allows(a) && ip_of(a).is_some() && ip_of(a) == seen);
+            for addr in dialable {
                 self.kad().add_address(&peer, addr);
             }
         }
@@ -324,7 +407,14 @@ impl Task {
                     }
                 }
                 QueryResult::StartProviding(Err(e)) => {
-                    debug!(error = %e, "announcement incomplete")
+                    debug!(error = %e, "announcement incomplete");
+                    // Once joined, an announcement that reached nobody is made again.
+                    if !self.unannounced
+                        && let Some(key) = Key::from_record_key(e.key().as_ref())
+                        && self.advertised.contains(&key)
+                    {
+                        self.unannounced_keys.insert(key);
+                    }
                 }
                 _ => {}
             },
@@ -396,12 +486,30 @@ impl Task {
             .retain(|_, l| !(l.finished && l.waiting.is_empty()));
     }
 
-    /// Drops lookups whose callers are gone or that waited too long.
+    /// Drops lookups whose callers are gone or that waited too long, and finishes their
+    /// DHT queries.
     fn expire_lookups(&mut self) {
-        self.lookups.retain(|_, l| {
-            let done = l.providers.is_closed() || (l.finished && l.waiting.is_empty());
-            !done && l.started.elapsed() < RESOLVE_DEADLINE
-        });
+        let over: Vec<QueryId> = self
+            .lookups
+            .iter()
+            .filter(|(_, l)| {
+                let done = l.providers.is_closed() || (l.finished && l.waiting.is_empty());
+                done || l.started.elapsed() >= RESOLVE_DEADLINE
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for query in over {
+            self.end_lookup(query);
+        }
+    }
+
+    /// Forgets lookup `query` and stops its DHT query (its caller is gone or it is over).
+    fn end_lookup(&mut self, query: QueryId) {
+        if self.lookups.remove(&query).is_some()
+            && let Some(mut q) = self.kad().query_mut(&query)
+        {
+            q.finish();
+        }
     }
 
     fn routing_table_size(&mut self) -> usize {
@@ -415,19 +523,6 @@ fn registry_port_of(agent_version: &str) -> Option<u16> {
         .split_whitespace()
         .find_map(|part| part.strip_prefix(REGISTRY_PORT_TAG))
         .and_then(|port| port.parse().ok())
-}
-
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
-}
-
-/// Listen addresses worth adding to the routing table (not unspecified `0.0.0.0`).
-fn is_dialable(addr: &Multiaddr) -> bool {
-    ip_of(addr).is_some_and(|ip| !ip.is_unspecified())
 }
 
 #[cfg(test)]

@@ -1,52 +1,130 @@
-//! The libp2p transport: TCP, then (with a cluster secret) the `pnet` private-network
-//! handshake, then Noise and yamux.
+//! The libp2p transport: TCP whose dials go only where the [`AddressPolicy`] allows, then
+//! (with a cluster secret) the `pnet` private-network handshake, then Noise and yamux.
 //!
-//! With a pre-shared key every byte after the TCP handshake is encrypted with it (XSalsa20),
-//! so a peer without the same key cannot even negotiate Noise: its connection fails before
-//! Kademlia or identify see it. Without a key this is the plain transport libp2p's
-//! `with_tcp` builds.
+//! The dial filter sits under everything else, so no address a peer supplies (identify,
+//! provider records, the closer peers and provider addresses in Kademlia answers) is dialled
+//! unchecked, whichever behaviour asked for the dial. With a pre-shared key every byte after
+//! the TCP handshake is encrypted with it (XSalsa20), so a peer without the same key cannot
+//! even negotiate Noise: its connection fails before Kademlia or identify see it.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::Either;
 use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::{Boxed, Transport};
+use libp2p::core::transport::{Boxed, DialOpts, ListenerId, TransportError, TransportEvent};
 use libp2p::core::upgrade::Version;
+use libp2p::core::{Multiaddr, Transport};
 use libp2p::identity::Keypair;
 use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::{PeerId, noise, tcp, yamux};
 
+use crate::addrs::AddressPolicy;
+
 /// A connection that has not finished the pnet, Noise and yamux handshakes by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The transport for `key`, private to holders of `psk` when one is given.
+/// A transport that refuses to dial addresses its policy does not allow.
+struct FilteredDial<T> {
+    inner: T,
+    policy: AddressPolicy,
+}
+
+impl<T: Transport + Unpin> Transport for FilteredDial<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(
+        &mut self,
+        id: ListenerId,
+        addr: Multiaddr,
+    ) -> Result<(), TransportError<Self::Error>> {
+        self.inner.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.inner.remove_listener(id)
+    }
+
+    fn dial(
+        &mut self,
+        addr: Multiaddr,
+        opts: DialOpts,
+    ) -> Result<Self::Dial, TransportError<Self::Error>> {
+        if !self.policy.allows(&addr) {
+            return Err(TransportError::MultiaddrNotSupported(addr));
+        }
+        self.inner.dial(addr, opts)
+    }
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.inner).poll(cx)
+    }
+}
+
+/// Why the transport could not be built (the shape libp2p's `SwarmBuilder` takes).
+pub(crate) type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
+/// TCP (dials filtered by `policy`), pnet with `psk` when one is given, Noise with `key`,
+/// yamux.
 pub(crate) fn build(
     key: &Keypair,
+    policy: AddressPolicy,
     psk: Option<[u8; 32]>,
-) -> Result<Boxed<(PeerId, StreamMuxerBox)>, Box<dyn std::error::Error + Send + Sync>> {
-    let noise = noise::Config::new(key)?;
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError> {
+    let tcp = FilteredDial {
+        inner: tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
+        policy,
+    };
     let psk = psk.map(PreSharedKey::new);
-    Ok(
-        tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-            .and_then(move |socket, _| async move {
-                match psk {
-                    Some(psk) => PnetConfig::new(psk)
-                        .handshake(socket)
-                        .await
-                        .map(Either::Left),
-                    None => Ok(Either::Right(socket)),
-                }
-            })
-            .upgrade(Version::V1Lazy)
-            .authenticate(noise)
-            .multiplex(yamux::Config::default())
-            .timeout(HANDSHAKE_TIMEOUT)
-            .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
-            .boxed(),
-    )
+    Ok(tcp
+        .and_then(move |socket, _| async move {
+            match psk {
+                Some(psk) => PnetConfig::new(psk)
+                    .handshake(socket)
+                    .await
+                    .map(Either::Left),
+                None => Ok(Either::Right(socket)),
+            }
+        })
+        .upgrade(Version::V1Lazy)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .timeout(HANDSHAKE_TIMEOUT)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
 }
 
 /// A short, non-secret name of `psk` (libp2p's fingerprint), to compare nodes' keys in logs.
 pub fn psk_fingerprint(psk: [u8; 32]) -> String {
     PreSharedKey::new(psk).fingerprint().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dials_to_refused_addresses_never_leave_the_node() {
+        let policy = AddressPolicy::new(false, 5001);
+        let mut transport = FilteredDial {
+            inner: tcp::tokio::Transport::new(tcp::Config::default()),
+            policy,
+        };
+        let metadata: Multiaddr = "/ip4/169.254.169.254/tcp/5001".parse().unwrap();
+        let opts = DialOpts {
+            role: libp2p::core::Endpoint::Dialer,
+            port_use: libp2p::core::transport::PortUse::New,
+        };
+        assert!(matches!(
+            transport.dial(metadata, opts),
+            Err(TransportError::MultiaddrNotSupported(_))
+        ));
+    }
 }

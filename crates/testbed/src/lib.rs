@@ -11,10 +11,12 @@
 //! | [`image`] | random OCI test images in a layout, pushed with skopeo |
 //! | [`node`] | a `spegel-node registry` process |
 //! | [`http`] | a small HTTP/1 client |
+//! | [`attack`] | connection floods and peak-memory readings for the robustness tests |
 //!
 //! Being test code, it reports errors with `anyhow`. It must never become a dependency
 //! of a production crate.
 
+pub mod attack;
 pub mod cluster;
 pub mod containerd;
 pub mod http;

@@ -239,6 +239,11 @@ impl SpegelNode {
         self.process.as_ref().and_then(|process| process.id())
     }
 
+    /// The node's peak resident memory so far (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Result<u64> {
+        crate::attack::peak_rss(self.pid().context("spegel-node is not running")?)
+    }
+
     /// Where the node writes its metrics textfile (unless `--metrics-textfile` was given).
     pub fn textfile_path(&self) -> PathBuf {
         self.dir.path().join(TEXTFILE)

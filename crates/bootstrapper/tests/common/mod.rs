@@ -110,6 +110,8 @@ impl Bootstrapper {
                 max_peers,
                 router_port: 5001,
             },
+            max_connections_per_ip: 32,
+            tls_handshake_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(2),
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,

@@ -1,0 +1,386 @@
+//! The DHT record store: provider records only, and only for keys this codebase would
+//! advertise itself.
+//!
+//! - Value records (`PUT_VALUE`) are never stored: spegel publishes none.
+//! - Others' provider records are accepted only for keys [`Key::from_record_key`] parses,
+//!   at most [`StoreLimits::max_records_per_peer`] per provider and
+//!   [`StoreLimits::max_records`] in total, with their announced addresses filtered
+//!   ([`crate::addrs`]); they are swept once a minute when they expire (not only when someone
+//!   looks the key up).
+//! - Our own records live apart, capped by [`StoreLimits::max_provided_keys`], so a flood of
+//!   others' records can never stop this node advertising.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, hash_map};
+use std::iter;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::kad::store::{Error, RecordStore, Result};
+use libp2p::kad::{ProviderRecord, Record, RecordKey};
+use tracing::{debug, warn};
+
+use crate::Key;
+use crate::addrs::AddressPolicy;
+
+/// How often expired records of others are removed.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Addresses kept per provider record.
+const MAX_ADDRESSES_PER_RECORD: usize = 4;
+
+/// How much the store holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoreLimits {
+    /// Keys this node provides.
+    pub max_provided_keys: usize,
+    /// Provider records of other nodes, in total.
+    pub max_records: usize,
+    /// Provider records of one other node.
+    pub max_records_per_peer: usize,
+    /// Providers kept per key (Kademlia's replication factor).
+    pub max_providers_per_key: usize,
+}
+
+impl Default for StoreLimits {
+    /// 100k own keys; 100k records of others, 20k per peer, 20 per key. A record of
+    /// others costs ~300 bytes, so they are bounded near 30 MB.
+    fn default() -> StoreLimits {
+        StoreLimits {
+            max_provided_keys: 100_000,
+            max_records: 100_000,
+            max_records_per_peer: 20_000,
+            max_providers_per_key: 20,
+        }
+    }
+}
+
+/// Records refused since the last sweep, reported (once) by the sweep.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub values: u64,
+    pub not_keys: u64,
+    pub over_quota: u64,
+}
+
+/// See the module doc.
+pub(crate) struct ProviderStore {
+    local: PeerId,
+    limits: StoreLimits,
+    addresses: AddressPolicy,
+    own: HashMap<RecordKey, ProviderRecord>,
+    others: HashMap<RecordKey, Vec<ProviderRecord>>,
+    per_peer: HashMap<PeerId, usize>,
+    others_count: usize,
+    last_sweep: Instant,
+    refused: Refused,
+}
+
+impl ProviderStore {
+    pub(crate) fn new(local: PeerId, limits: StoreLimits, addresses: AddressPolicy) -> Self {
+        ProviderStore {
+            local,
+            limits,
+            addresses,
+            own: HashMap::new(),
+            others: HashMap::new(),
+            per_peer: HashMap::new(),
+            others_count: 0,
+            last_sweep: Instant::now(),
+            refused: Refused::default(),
+        }
+    }
+
+    /// How many records of other nodes are held.
+    #[cfg(test)]
+    pub(crate) fn others_count(&self) -> usize {
+        self.others_count
+    }
+
+    /// Removes expired records of others, at most once a [`SWEEP_INTERVAL`]; logs what was
+    /// refused since the last sweep.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_sweep) < SWEEP_INTERVAL {
+            return;
+        }
+        self.last_sweep = now;
+        let before = self.others_count;
+        let per_peer = &mut self.per_peer;
+        self.others.retain(|_, records| {
+            records.retain(|r| {
+                let keep = !r.is_expired(now);
+                if !keep {
+                    forget_one(per_peer, &r.provider);
+                }
+                keep
+            });
+            !records.is_empty()
+        });
+        self.others_count = self.others.values().map(Vec::len).sum();
+        let refused = std::mem::take(&mut self.refused);
+        if refused != Refused::default() {
+            warn!(
+                values = refused.values,
+                not_keys = refused.not_keys,
+                over_quota = refused.over_quota,
+                "refused DHT records from peers in the last minute"
+            );
+        }
+        debug!(
+            expired = before - self.others_count,
+            held = self.others_count,
+            "swept provider records"
+        );
+    }
+
+    fn add_own(&mut self, record: ProviderRecord) -> Result<()> {
+        let held = self.own.len();
+        match self.own.entry(record.key.clone()) {
+            hash_map::Entry::Occupied(mut e) => {
+                e.insert(record);
+            }
+            hash_map::Entry::Vacant(e) => {
+                if held >= self.limits.max_provided_keys {
+                    return Err(Error::MaxProvidedKeys);
+                }
+                e.insert(record);
+            }
+        }
+        Ok(())
+    }
+
+    fn add_other(&mut self, mut record: ProviderRecord) -> Result<()> {
+        if Key::from_record_key(record.key.as_ref()).is_none() {
+            self.refused.not_keys += 1;
+            return Err(Error::MaxRecords);
+        }
+        record.addresses.retain(|a| self.addresses.allows(a));
+        record.addresses.truncate(MAX_ADDRESSES_PER_RECORD);
+        let held_by_peer = self.per_peer.get(&record.provider).copied().unwrap_or(0);
+        let providers = self.others.entry(record.key.clone()).or_default();
+        if let Some(existing) = providers.iter_mut().find(|p| p.provider == record.provider) {
+            *existing = record;
+            return Ok(());
+        }
+        if providers.len() >= self.limits.max_providers_per_key {
+            // As MemoryStore: the first providers stay (a Sybil flood cannot push them out).
+            return Ok(());
+        }
+        if held_by_peer >= self.limits.max_records_per_peer
+            || self.others_count >= self.limits.max_records
+        {
+            if providers.is_empty() {
+                self.others.remove(&record.key);
+            }
+            self.refused.over_quota += 1;
+            return Err(Error::MaxProvidedKeys);
+        }
+        *self.per_peer.entry(record.provider).or_default() += 1;
+        self.others_count += 1;
+        providers.push(record);
+        Ok(())
+    }
+}
+
+fn forget_one(per_peer: &mut HashMap<PeerId, usize>, peer: &PeerId) {
+    if let hash_map::Entry::Occupied(mut e) = per_peer.entry(*peer) {
+        *e.get_mut() = e.get().saturating_sub(1);
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
+}
+
+type ProvidedIter<'a> = iter::Map<
+    hash_map::Values<'a, RecordKey, ProviderRecord>,
+    fn(&'a ProviderRecord) -> Cow<'a, ProviderRecord>,
+>;
+
+impl RecordStore for ProviderStore {
+    type RecordsIter<'a> = iter::Empty<Cow<'a, Record>>;
+    type ProvidedIter<'a> = ProvidedIter<'a>;
+
+    fn get(&self, _: &RecordKey) -> Option<Cow<'_, Record>> {
+        None
+    }
+
+    /// Value records are refused: spegel publishes none, and a peer's values would be
+    /// memory spent on nothing.
+    fn put(&mut self, _: Record) -> Result<()> {
+        self.refused.values += 1;
+        Err(Error::MaxRecords)
+    }
+
+    fn remove(&mut self, _: &RecordKey) {}
+
+    fn records(&self) -> Self::RecordsIter<'_> {
+        iter::empty()
+    }
+
+    fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
+        if record.provider == self.local {
+            self.add_own(record)
+        } else {
+            self.add_other(record)
+        }
+    }
+
+    fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
+        let own = self.own.get(key).cloned();
+        let others = self.others.get(key).into_iter().flatten().cloned();
+        own.into_iter().chain(others).collect()
+    }
+
+    fn provided(&self) -> Self::ProvidedIter<'_> {
+        self.own.values().map(Cow::Borrowed)
+    }
+
+    fn remove_provider(&mut self, key: &RecordKey, provider: &PeerId) {
+        if *provider == self.local {
+            self.own.remove(key);
+            return;
+        }
+        if let hash_map::Entry::Occupied(mut e) = self.others.entry(key.clone()) {
+            let records = e.get_mut();
+            if let Some(i) = records.iter().position(|r| r.provider == *provider) {
+                records.swap_remove(i);
+                self.others_count = self.others_count.saturating_sub(1);
+                forget_one(&mut self.per_peer, provider);
+            }
+            if records.is_empty() {
+                e.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spegel_oci::Digest;
+
+    fn store(limits: StoreLimits) -> (ProviderStore, PeerId) {
+        let local = PeerId::random();
+        let policy = AddressPolicy::new(false, 5001);
+        (ProviderStore::new(local, limits, policy), local)
+    }
+
+    fn digest_key(i: u32) -> RecordKey {
+        Key::Digest(Digest::sha256_of(&i.to_be_bytes())).record_key()
+    }
+
+    fn record(key: RecordKey, provider: PeerId, ttl: Duration) -> ProviderRecord {
+        ProviderRecord {
+            key,
+            provider,
+            expires: Some(Instant::now() + ttl),
+            addresses: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn values_and_junk_keys_are_refused() {
+        let (mut store, _) = store(StoreLimits::default());
+        let peer = PeerId::random();
+        assert!(store.put(Record::new(digest_key(1), vec![1; 100])).is_err());
+        let junk = RecordKey::new(&"not a key");
+        let hour = Duration::from_secs(3600);
+        assert!(
+            store
+                .add_provider(record(junk.clone(), peer, hour))
+                .is_err()
+        );
+        assert!(store.providers(&junk).is_empty());
+        assert!(
+            store
+                .add_provider(record(digest_key(1), peer, hour))
+                .is_ok()
+        );
+        assert_eq!(store.providers(&digest_key(1)).len(), 1);
+        assert_eq!(store.records().count(), 0);
+    }
+
+    #[test]
+    fn one_peer_cannot_hold_more_than_its_quota_nor_crowd_out_our_keys() {
+        let limits = StoreLimits {
+            max_provided_keys: 3,
+            max_records: 5,
+            max_records_per_peer: 2,
+            max_providers_per_key: 20,
+        };
+        let (mut store, local) = store(limits);
+        let hour = Duration::from_secs(3600);
+        let flooder = PeerId::random();
+        let stored = (0..10)
+            .filter(|i| {
+                store
+                    .add_provider(record(digest_key(*i), flooder, hour))
+                    .is_ok()
+            })
+            .count();
+        assert_eq!(stored, 2);
+        for i in 0..3 {
+            assert!(
+                store
+                    .add_provider(record(digest_key(100 + i), local, hour))
+                    .is_ok()
+            );
+        }
+        assert!(
+            store
+                .add_provider(record(digest_key(200), local, hour))
+                .is_err()
+        );
+        assert_eq!(store.provided().count(), 3);
+        // Others fill the total, never our own part.
+        for _ in 0..5 {
+            let _ = store.add_provider(record(digest_key(300), PeerId::random(), hour));
+        }
+        assert_eq!(store.others_count(), 5);
+        assert_eq!(store.provided().count(), 3);
+    }
+
+    #[test]
+    fn expired_records_of_others_are_swept_and_free_the_quota() {
+        let limits = StoreLimits {
+            max_records_per_peer: 1,
+            ..StoreLimits::default()
+        };
+        let (mut store, _) = store(limits);
+        let peer = PeerId::random();
+        let short = Duration::from_millis(1);
+        store
+            .add_provider(record(digest_key(1), peer, short))
+            .unwrap();
+        assert!(
+            store
+                .add_provider(record(digest_key(2), peer, Duration::from_secs(3600)))
+                .is_err()
+        );
+        store.sweep(Instant::now() + SWEEP_INTERVAL);
+        assert_eq!(store.others_count(), 0);
+        assert!(store.providers(&digest_key(1)).is_empty());
+        assert!(
+            store
+                .add_provider(record(digest_key(2), peer, Duration::from_secs(3600)))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn our_own_records_are_removed_and_provided_apart() {
+        let (mut store, local) = store(StoreLimits::default());
+        let other = PeerId::random();
+        let hour = Duration::from_secs(3600);
+        store
+            .add_provider(record(digest_key(1), local, hour))
+            .unwrap();
+        store
+            .add_provider(record(digest_key(1), other, hour))
+            .unwrap();
+        assert_eq!(store.providers(&digest_key(1)).len(), 2);
+        assert_eq!(store.provided().count(), 1);
+        store.remove_provider(&digest_key(1), &local);
+        assert_eq!(store.provided().count(), 0);
+        assert_eq!(store.providers(&digest_key(1)).len(), 1);
+    }
+}
