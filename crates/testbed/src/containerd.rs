@@ -2,8 +2,10 @@
 //! in a temporary directory under `/tmp`, so several can run at once beside the host's.
 //!
 //! Images are pulled through the CRI ImageService exactly as kubelet pulls them, and
-//! `ctr` is at hand for looking at the content store.
+//! `ctr` is at hand for looking at the content store. Which containerd runs (Debian 12's
+//! 1.6 or another build) and which config version it gets is [`Build`]'s business.
 
+mod build;
 mod config;
 mod cri;
 
@@ -17,6 +19,7 @@ use tokio::process::Command;
 use crate::netns::Host;
 use crate::process::Process;
 
+pub use build::{Build, CONTAINERD_ENV, Version};
 pub use k8s_cri::v1::Image as CriImage;
 
 /// How long containerd may take to serve CRI after it is spawned.
@@ -33,6 +36,7 @@ pub const K8S_NAMESPACE: &str = "k8s.io";
 pub struct Containerd {
     // Declared before `dir` so the process is killed before its files are removed.
     process: Option<Process>,
+    build: &'static Build,
     layout: config::Layout,
     /// The network namespace it runs in (`None`: the machine's own).
     host: Option<Host>,
@@ -49,6 +53,7 @@ impl Containerd {
     /// Like [`Containerd::start`], with containerd running inside `host`'s network
     /// namespace (its sockets are files, so they are reachable from anywhere).
     pub async fn start_in(host: Option<&Host>) -> Result<Self> {
+        let build = Build::current()?;
         // Under /tmp rather than $TMPDIR: socket paths must stay short.
         let dir = tempfile::Builder::new()
             .prefix("ctd-")
@@ -57,16 +62,25 @@ impl Containerd {
         let layout = config::Layout::new(dir.path());
         std::fs::create_dir_all(&layout.hosts_dir)
             .with_context(|| format!("creating {}", layout.hosts_dir.display()))?;
-        std::fs::write(&layout.config, config::render(&layout))
-            .with_context(|| format!("writing {}", layout.config.display()))?;
+        std::fs::write(
+            &layout.config,
+            config::render(&layout, build.config_version()),
+        )
+        .with_context(|| format!("writing {}", layout.config.display()))?;
         let mut containerd = Self {
             process: None,
+            build,
             layout,
             host: host.cloned(),
             _dir: dir,
         };
         containerd.spawn().await?;
         Ok(containerd)
+    }
+
+    /// The build it runs (its version, its `ctr`).
+    pub fn build(&self) -> &'static Build {
+        self.build
     }
 
     /// The gRPC socket (also serves CRI).
@@ -161,7 +175,7 @@ impl Containerd {
 
     /// Runs `ctr --address <socket> --namespace k8s.io <args>` and returns its stdout.
     pub async fn ctr(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new("ctr")
+        let output = Command::new(self.build.program("ctr"))
             .arg("--address")
             .arg(self.socket())
             .args(["--namespace", K8S_NAMESPACE])
@@ -209,10 +223,14 @@ impl Containerd {
 
     async fn spawn(&mut self) -> Result<()> {
         let layout = &self.layout;
+        let program = self.build.program("containerd");
         let mut command = match &self.host {
-            Some(host) => host.command("containerd"),
-            None => Command::new("containerd"),
+            Some(host) => host.command(&program.to_string_lossy()),
+            None => Command::new(&program),
         };
+        if let Some(path) = self.build.path_env() {
+            command.env("PATH", path);
+        }
         command
             .arg("--config")
             .arg(&layout.config)

@@ -6,7 +6,7 @@
 //!
 //! | module | stands up |
 //! |---|---|
-//! | [`containerd`] | a `containerd` with its own root, sockets and `certs.d`; CRI pulls; `ctr` |
+//! | [`containerd`] | a `containerd` (Debian's, or the build in `$SPEGEL_TEST_CONTAINERD`) with its own root, sockets and `certs.d`; CRI pulls; `ctr` |
 //! | [`upstream`] | a `docker-registry` upstream (or pull-through cache) with its access log |
 //! | [`image`] | random OCI test images in a layout, pushed with skopeo |
 //! | [`node`] | a `spegel-node registry` process |
