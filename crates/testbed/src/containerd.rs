@@ -54,6 +54,17 @@ impl Containerd {
     /// namespace (its sockets are files, so they are reachable from anywhere).
     pub async fn start_in(host: Option<&Host>) -> Result<Self> {
         let build = Build::current()?;
+        Self::start_with(host, build.config_version()).await
+    }
+
+    /// [`Containerd::start`] with a config of `config_version` (2 or 3) instead of the
+    /// build's own: containerd 2.x migrates a version 2 config when it loads it.
+    pub async fn start_with_config_version(config_version: u8) -> Result<Self> {
+        Self::start_with(None, config_version).await
+    }
+
+    async fn start_with(host: Option<&Host>, config_version: u8) -> Result<Self> {
+        let build = Build::current()?;
         // Under /tmp rather than $TMPDIR: socket paths must stay short.
         let dir = tempfile::Builder::new()
             .prefix("ctd-")
@@ -64,7 +75,7 @@ impl Containerd {
             .with_context(|| format!("creating {}", layout.hosts_dir.display()))?;
         std::fs::write(
             &layout.config,
-            config::render(&layout, build.config_version()),
+            config::render(&layout, config_version, build.version().major >= 2),
         )
         .with_context(|| format!("writing {}", layout.config.display()))?;
         let mut containerd = Self {

@@ -62,13 +62,32 @@ const DISABLED_PLUGINS: &[&str] = &[
 /// Renders `config.toml` for `layout` in `version`: 2 (containerd 1.6 and 1.7; 2.x
 /// migrates it) or 3 (containerd 2.x's own, with the CRI plugin split into
 /// `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime`).
-pub(super) fn render(layout: &Layout, version: u8) -> String {
+///
+/// `transfer_unpack` adds `native` and `overlayfs` entries to the transfer service's `unpack_config`:
+/// CRI in 2.x pulls through the transfer service, which unpacks only for the
+/// platform/snapshotter pairs listed there (overlayfs and erofs by default); without the
+/// entry every pull fails with "no unpack platforms defined".
+pub(super) fn render(layout: &Layout, version: u8, transfer_unpack: bool) -> String {
     let path = |p: &Path| toml_string(&p.to_string_lossy());
-    let cri = if version >= 3 {
+    let mut cri = if version >= 3 {
         cri_v3(layout)
     } else {
         cri_v2(layout)
     };
+    if transfer_unpack {
+        // overlayfs too: containerd 2.x does not carry a version 2 config's
+        // `containerd.snapshotter` over and unpacks into its default, overlayfs.
+        for snapshotter in ["native", "overlayfs"] {
+            cri.push_str(&format!(
+                r#"
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = {platform}
+    snapshotter = "{snapshotter}"
+"#,
+                platform = toml_string(&format!("linux/{}", oci_arch()))
+            ));
+        }
+    }
     let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
     format!(
         r#"version = {version}
@@ -132,10 +151,6 @@ fn cri_v2(layout: &Layout) -> String {
 
 /// The CRI plugins in a version 3 config: images (snapshotter, layers, registry hosts),
 /// runtime (CNI) and the server (streaming).
-///
-/// CRI in 2.x pulls through the transfer service, which unpacks only for the
-/// platform/snapshotter pairs in its `unpack_config` (overlayfs and erofs by default):
-/// without a `native` entry every pull fails with "no unpack platforms defined".
 fn cri_v3(layout: &Layout) -> String {
     let path = |p: &Path| toml_string(&p.to_string_lossy());
     format!(
@@ -156,15 +171,10 @@ fn cri_v3(layout: &Layout) -> String {
     disable_tcp_service = true
     stream_server_address = "127.0.0.1"
     stream_server_port = "0"
-
-  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
-    platform = {platform}
-    snapshotter = "native"
 "#,
         cni_bin = path(&layout.dir.join("cni/bin")),
         cni_conf = path(&layout.dir.join("cni/net.d")),
         hosts = path(&layout.hosts_dir),
-        platform = toml_string(&format!("linux/{}", oci_arch())),
     )
 }
 
@@ -211,7 +221,7 @@ mod tests {
     fn every_path_in_the_config_stays_inside_the_instance_dir() {
         let layout = Layout::new(Path::new("/tmp/ctd-abc"));
         for version in [2, 3] {
-            let config = render(&layout, version);
+            let config = render(&layout, version, true);
 
             let paths: Vec<&str> = config
                 .split('"')
@@ -231,7 +241,7 @@ mod tests {
     #[test]
     fn the_config_uses_native_snapshotter_and_keeps_layers() {
         for version in [2, 3] {
-            let config = render(&Layout::new(Path::new("/tmp/x")), version);
+            let config = render(&Layout::new(Path::new("/tmp/x")), version, false);
             assert!(config.starts_with(&format!("version = {version}\n")));
             assert!(config.contains(r#"snapshotter = "native""#));
             assert!(config.contains("discard_unpacked_layers = false"));
@@ -242,7 +252,8 @@ mod tests {
 
     #[test]
     fn version_3_puts_image_settings_in_the_cri_images_plugin() {
-        let config = render(&Layout::new(Path::new("/tmp/x")), 3);
+        let config = render(&Layout::new(Path::new("/tmp/x")), 3, true);
+        assert!(config.contains("unpack_config"));
         assert!(config.contains(r#"[plugins."io.containerd.cri.v1.images".registry]"#));
         assert!(!config.contains(r#"[plugins."io.containerd.grpc.v1.cri".registry]"#));
     }
