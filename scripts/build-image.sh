@@ -4,11 +4,14 @@
 # reproducible layer, as an OCI image layout. Runs as 65532 (nonroot) unless the pod says
 # otherwise (spegel-node needs root for containerd's socket; see deploy/daemonset).
 #
-#   bash scripts/build-image.sh [--profile release|debug | --bin-dir DIR] [--out DIR] [--push docker://REF]
+#   bash scripts/build-image.sh [--profile release|debug | --bin-dir DIR] [--out DIR]
+#                               [--name NAME] [--push docker://REF]
 #
 # --profile  which cargo profile's binaries to pack (default release; built first)
 # --bin-dir  pack the binaries already in DIR instead (no cargo build)
 # --out      where the layout goes (default: <target>/image/spegel); replaced if it exists
+# --name     the name `ctr images import` (and so `kind load image-archive`) gives it
+#            (default localhost/spegel; the tag is the version)
 # --push     copy the image there with skopeo (SPEGEL_IMAGE_PUSH_TLS_VERIFY=false for a
 #            plain-HTTP registry)
 # The last line printed is the layout's path; `oci:<path>:<version>` names the image.
@@ -18,12 +21,14 @@ cd "$(dirname "$0")/.."
 profile=release
 bin=""
 out=""
+name=localhost/spegel
 push=""
 while (($#)); do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
     --bin-dir) bin=$2; profile=prebuilt; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --name) name=$2; shift 2 ;;
     --push) push=$2; shift 2 ;;
     *) echo "build-image.sh: unknown argument $1 (see the header of this script)" >&2; exit 64 ;;
   esac
@@ -91,10 +96,10 @@ EOF
 read -r manifest_digest manifest_size < <(add_blob "$work/manifest.json")
 
 cat >"$out/index.json" <<EOF
-{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"platform":{"architecture":"$arch","os":"linux"},"annotations":{"org.opencontainers.image.ref.name":"$version","io.containerd.image.name":"spegel:$version"}}]}
+{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:$manifest_digest","size":$manifest_size,"platform":{"architecture":"$arch","os":"linux"},"annotations":{"org.opencontainers.image.ref.name":"$version","io.containerd.image.name":"$name:$version"}}]}
 EOF
 printf '{"imageLayoutVersion":"1.0.0"}\n' >"$out/oci-layout"
-echo "spegel $version ($profile, linux/$arch): manifest sha256:$manifest_digest" >&2
+echo "$name:$version ($profile, linux/$arch): manifest sha256:$manifest_digest" >&2
 
 if [[ -n "$push" ]]; then
   skopeo copy --dest-tls-verify="${SPEGEL_IMAGE_PUSH_TLS_VERIFY:-true}" "oci:$out:$version" "$push" >&2

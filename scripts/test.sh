@@ -18,9 +18,10 @@ cargo build --workspace --bins
 echo "== cargo test, containerd 1.6 (Debian 12): all, including ignored long end-to-end tests"
 cargo test --workspace -- --include-ignored
 
-# The matrix legs: every test that starts a containerd, against each other release
-# (version 2 config on 1.7, the native version 3 config on 2.1). Tests that never talk to
-# containerd (unit tests, systemd unit, bootstrapper, benchmark smoke run) run once above.
+# The matrix legs: the tests where containerd's release matters, against each other
+# release (version 2 config on 1.7, the native version 3 config on 2.1). The rest (unit
+# tests, manifests, the systemd unit, HTTP bootstrap over mTLS, the testbed's own tests, the
+# benchmark smoke run) runs once, on 1.6, above. README "Tests and CI" lists what runs where.
 matrix_tests=(
   --test registry            # the registry over a real content store; CRI pulls through it
   --test p2p                 # multi-node peer-to-peer pulls, withdrawals, restarts
@@ -29,6 +30,7 @@ matrix_tests=(
   --test containerd_versions # preflight keys per config version; content events
   --test systemd             # sd-notify readiness against containerd
   --test metrics             # registry metrics and the textfile
+  --test image               # the image build-image.sh packs, run with ctr run
 )
 for version in 1.7.24 2.1.9; do
   echo "== cargo test, containerd $version (matrix leg)"

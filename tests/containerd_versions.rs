@@ -123,7 +123,7 @@ async fn preflight_names_the_keys_each_config_version_is_read_by() -> Result<()>
         // its `containerd.snapshotter`) over, so there the layer stays and preflight's
         // complaint errs on the safe side.
         let migrated = build.config_version() >= 3 && version == 2;
-        let deadline = Instant::now() + Duration::from_secs(if migrated { 3 } else { 15 });
+        let deadline = Instant::now() + Duration::from_secs(15);
         let mut discarded_at_last = false;
         while Instant::now() < deadline {
             let held = containerd.content_digests().await?;
