@@ -5,13 +5,14 @@
 # otherwise (spegel-node needs root for containerd's socket; see deploy/daemonset).
 #
 #   bash scripts/build-image.sh [--profile release|debug | --bin-dir DIR] [--out DIR]
-#                               [--name NAME] [--push docker://REF]
+#                               [--name NAME] [--user UID:GID] [--push docker://REF]
 #
 # --profile  which cargo profile's binaries to pack (default release; built first)
 # --bin-dir  pack the binaries already in DIR instead (no cargo build)
 # --out      where the layout goes (default: <target>/image/spegel); replaced if it exists
 # --name     the name `ctr images import` (and so `kind load image-archive`) gives it
 #            (default localhost/spegel; the tag is the version)
+# --user     the user it runs as unless the pod says otherwise (default 65532:65532)
 # --push     copy the image there with skopeo (SPEGEL_IMAGE_PUSH_TLS_VERIFY=false for a
 #            plain-HTTP registry)
 # The last line printed is the layout's path; `oci:<path>:<version>` names the image.
@@ -22,6 +23,7 @@ profile=release
 bin=""
 out=""
 name=localhost/spegel
+user=65532:65532
 push=""
 while (($#)); do
   case "$1" in
@@ -29,6 +31,7 @@ while (($#)); do
     --bin-dir) bin=$2; profile=prebuilt; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --name) name=$2; shift 2 ;;
+    --user) user=$2; shift 2 ;;
     --push) push=$2; shift 2 ;;
     *) echo "build-image.sh: unknown argument $1 (see the header of this script)" >&2; exit 64 ;;
   esac
@@ -86,7 +89,7 @@ add_blob() {
 read -r layer_digest layer_size < <(add_blob "$work/layer.tar.gz")
 
 cat >"$work/config.json" <<EOF
-{"architecture":"$arch","os":"linux","config":{"User":"65532:65532","Entrypoint":["/usr/bin/spegel-node"],"Env":["PATH=/usr/bin"],"Labels":{"org.opencontainers.image.title":"spegel","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created_by":"scripts/build-image.sh --profile $profile"}]}
+{"architecture":"$arch","os":"linux","config":{"User":"$user","Entrypoint":["/usr/bin/spegel-node"],"Env":["PATH=/usr/bin"],"Labels":{"org.opencontainers.image.title":"spegel","org.opencontainers.image.version":"$version"}},"rootfs":{"type":"layers","diff_ids":["sha256:$diff_id"]},"history":[{"created_by":"scripts/build-image.sh --profile $profile"}]}
 EOF
 read -r config_digest config_size < <(add_blob "$work/config.json")
 

@@ -31,6 +31,7 @@ matrix_tests=(
   --test systemd             # sd-notify readiness against containerd
   --test metrics             # registry metrics and the textfile
   --test image               # the image build-image.sh packs, run with ctr run
+  --test daemonset           # the DaemonSet's pods on two nodes, mirroring between them
 )
 for version in 1.7.24 2.1.9; do
   echo "== cargo test, containerd $version (matrix leg)"

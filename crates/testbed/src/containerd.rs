@@ -8,6 +8,7 @@
 mod build;
 mod config;
 mod cri;
+mod task;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use crate::process::Process;
 
 pub use build::{Build, CONTAINERD_ENV, Version};
 pub use k8s_cri::v1::Image as CriImage;
+pub use task::{RunOptions, Task};
 
 /// How long containerd may take to serve CRI after it is spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -236,7 +238,8 @@ impl Containerd {
         let layout = &self.layout;
         let program = self.build.program("containerd");
         let mut command = match &self.host {
-            Some(host) => host.command(&program.to_string_lossy()),
+            // Containers it starts need the machine's cgroup mounts.
+            Some(host) => host.command_keeping_mounts(&program.to_string_lossy()),
             None => Command::new(&program),
         };
         if let Some(path) = self.build.path_env() {
