@@ -74,7 +74,11 @@ fetch_containerd() {
   )
   echo "fetching containerd $package_version from $mirror $suite"
   apt-get "${apt_options[@]}" update -qq
-  (cd "$work" && apt-get "${apt_options[@]}" download -qq "containerd=$package_version")
+  if ! (cd "$work" && apt-get "${apt_options[@]}" download -qq "containerd=$package_version"); then
+    echo "install-deps.sh: containerd $package_version is gone from $suite (a newer upload replaced it):" >&2
+    echo "  pin the version apt-cache policy shows and its sha256 in containerd_builds" >&2
+    return 1
+  fi
   local deb=("$work"/containerd_*.deb)
   echo "$sha256  ${deb[0]}" | sha256sum --quiet --check
   dpkg-deb -x "${deb[0]}" "$work/root"
