@@ -5,7 +5,8 @@
 # otherwise (spegel-node needs root for containerd's socket; see deploy/daemonset).
 #
 #   bash scripts/build-image.sh [--profile release|debug | --bin-dir DIR] [--out DIR]
-#                               [--name NAME] [--user UID:GID] [--push docker://REF]
+#                               [--name NAME] [--user UID:GID]
+#                               [--push docker://REF [--push-tls-verify false]]
 #
 # --profile  which cargo profile's binaries to pack (default release; built first)
 # --bin-dir  pack the binaries already in DIR instead (no cargo build)
@@ -13,8 +14,8 @@
 # --name     the name `ctr images import` (and so `kind load image-archive`) gives it
 #            (default localhost/spegel; the tag is the version)
 # --user     the user it runs as unless the pod says otherwise (default 65532:65532)
-# --push     copy the image there with skopeo (SPEGEL_IMAGE_PUSH_TLS_VERIFY=false for a
-#            plain-HTTP registry)
+# --push     copy the image there with skopeo (--push-tls-verify false for a plain-HTTP
+#            registry)
 # The last line printed is the layout's path; `oci:<path>:<version>` names the image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ out=""
 name=localhost/spegel
 user=65532:65532
 push=""
+push_tls_verify=true
 while (($#)); do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
@@ -33,6 +35,7 @@ while (($#)); do
     --name) name=$2; shift 2 ;;
     --user) user=$2; shift 2 ;;
     --push) push=$2; shift 2 ;;
+    --push-tls-verify) push_tls_verify=$2; shift 2 ;;
     *) echo "build-image.sh: unknown argument $1 (see the header of this script)" >&2; exit 64 ;;
   esac
 done
@@ -105,6 +108,6 @@ printf '{"imageLayoutVersion":"1.0.0"}\n' >"$out/oci-layout"
 echo "$name:$version ($profile, linux/$arch): manifest sha256:$manifest_digest" >&2
 
 if [[ -n "$push" ]]; then
-  skopeo copy --dest-tls-verify="${SPEGEL_IMAGE_PUSH_TLS_VERIFY:-true}" "oci:$out:$version" "$push" >&2
+  skopeo copy --dest-tls-verify="$push_tls_verify" "oci:$out:$version" "$push" >&2
 fi
 echo "$out"

@@ -1,6 +1,7 @@
 //! The image `scripts/build-image.sh` builds without Docker runs in a real containerd:
 //! imported with `ctr images import`, started with `ctr run`, both binaries answer
-//! `--version`, and the image runs as nonroot unless told otherwise.
+//! `--version`, and the image runs as nonroot unless told otherwise. Its `--push` puts the
+//! same image into a registry, from where CRI pulls it.
 //!
 //! Packs the binaries the other end-to-end tests run (no release build here).
 
@@ -8,13 +9,25 @@
 
 use anyhow::{Result, ensure};
 use spegel_testbed::containerd::RunOptions;
-use spegel_testbed::{Containerd, SpegelImage};
+use spegel_testbed::{Containerd, SpegelImage, Upstream};
 
 #[tokio::test]
 async fn the_built_image_runs_spegel_node_in_containerd() -> Result<()> {
     spegel_testbed::require_root_tools()?;
     let dir = tempfile::tempdir()?;
-    let image = SpegelImage::build(dir.path(), &[]).await?;
+    let registry = Upstream::start().await?;
+    let version = env!("CARGO_PKG_VERSION");
+    let pushed = format!("{}/spegel:{version}", registry.host());
+    let image = SpegelImage::build(
+        dir.path(),
+        &[
+            "--push",
+            &format!("docker://{pushed}"),
+            "--push-tls-verify",
+            "false",
+        ],
+    )
+    .await?;
     ensure!(image.layout == dir.path().join("spegel"), "{image:?}");
 
     // The config: spegel-node as entrypoint, nonroot by default.
@@ -26,8 +39,13 @@ async fn the_built_image_runs_spegel_node_in_containerd() -> Result<()> {
     assert_eq!(config["config"]["Entrypoint"][0], "/usr/bin/spegel-node");
 
     let containerd = Containerd::start().await?;
+    // Pushed: CRI pulls the very image (its config digest is the image ID).
+    containerd.mirror_to(&registry.host())?;
+    let id = containerd.cri_pull(&pushed).await?;
+    assert_eq!(id, manifest["config"]["digest"].as_str().unwrap());
+
     containerd.import(&image.archive).await?;
-    let version = format!("spegel-node {}", env!("CARGO_PKG_VERSION"));
+    let version = format!("spegel-node {version}");
     let options = RunOptions {
         read_only: true,
         ..RunOptions::default()
