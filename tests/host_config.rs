@@ -18,6 +18,18 @@ async fn spegel_node(args: &[&str]) -> Result<Output> {
     Ok(Command::new(binary).args(args).output().await?)
 }
 
+/// How the key of a CRI image setting is written in the config version the running
+/// containerd build gets: `containerd.discard_unpacked_layers` in version 2 becomes
+/// `discard_unpacked_layers` of `io.containerd.cri.v1.images` in version 3.
+fn cri_key(containerd: &Containerd, setting: &str) -> String {
+    if containerd.build().config_version() >= 3 {
+        let setting = setting.trim_start_matches("containerd.");
+        format!("plugins.\"io.containerd.cri.v1.images\".{setting}")
+    } else {
+        format!("plugins.\"io.containerd.grpc.v1.cri\".{setting}")
+    }
+}
+
 /// Every file under `root` with its bytes.
 fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -155,8 +167,9 @@ async fn a_containerd_config_that_discards_layers_stops_the_daemon_with_exit_64(
 
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let key = cri_key(&containerd, "containerd.discard_unpacked_layers");
     let expected = format!(
-        "spegel-node: containerd is not configured for spegel:\n- {}: plugins.\"io.containerd.grpc.v1.cri\".containerd.discard_unpacked_layers is true, so containerd deletes image layers after unpacking them and spegel cannot serve them to other nodes. Set plugins.\"io.containerd.grpc.v1.cri\".containerd.discard_unpacked_layers = false and restart containerd.\nspegel-node did not start; --skip-preflight starts it anyway.\n",
+        "spegel-node: containerd is not configured for spegel:\n- {}: {key} is true, so containerd deletes image layers after unpacking them and spegel cannot serve them to other nodes. Set {key} = false and restart containerd.\nspegel-node did not start; --skip-preflight starts it anyway.\n",
         bad.display()
     );
     assert!(stderr.ends_with(&expected), "{stderr}");
@@ -188,8 +201,9 @@ async fn a_containerd_config_without_config_path_names_the_key_and_skip_prefligh
     .await?;
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let key = cri_key(&containerd, "registry.config_path");
     assert!(
-        stderr.contains("plugins.\"io.containerd.grpc.v1.cri\".registry.config_path is not set, so containerd ignores the mirror configuration in /etc/containerd/certs.d. Set plugins.\"io.containerd.grpc.v1.cri\".registry.config_path = \"/etc/containerd/certs.d\" and restart containerd."),
+        stderr.contains(&format!("{key} is not set, so containerd ignores the mirror configuration in /etc/containerd/certs.d. Set {key} = \"/etc/containerd/certs.d\" and restart containerd.")),
         "{stderr}"
     );
 

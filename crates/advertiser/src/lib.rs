@@ -1,7 +1,7 @@
 //! The advertiser: keeps what the DHT says this node holds equal to what containerd holds.
 //!
-//! On start, and whenever containerd reports an image event, and every reconcile interval
-//! (containerd 1.6 has no content events and garbage-collects blobs silently), it lists the
+//! On start, whenever containerd reports an image or content event, and every reconcile
+//! interval (for blobs the garbage collector removes), it lists the
 //! images, walks each one (index → the manifests that exist → config and layers that exist),
 //! and advertises every digest plus each tag key `<registry>/<repository>:<tag>`, withdrawing
 //! keys that are gone. containerd going away is waited out with backoff, never fatal.

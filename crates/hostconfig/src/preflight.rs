@@ -6,7 +6,7 @@
 //! | version | containerd | `config_path` | `discard_unpacked_layers` |
 //! |---|---|---|---|
 //! | 1 (or none) | 1.x | `plugins.cri.registry.config_path` | `plugins.cri.containerd.discard_unpacked_layers` |
-//! | 2 | 1.6, 1.7 (2.x migrates it) | `plugins."io.containerd.grpc.v1.cri".registry.config_path` | `plugins."io.containerd.grpc.v1.cri".containerd.discard_unpacked_layers` |
+//! | 2 | 1.6, 1.7 (2.x migrates `config_path` only: a version 2 `discard_unpacked_layers` is ignored there, so the check errs on the safe side; `tests/containerd_versions.rs`) | `plugins."io.containerd.grpc.v1.cri".registry.config_path` | `plugins."io.containerd.grpc.v1.cri".containerd.discard_unpacked_layers` |
 //! | 3 | 2.x | `plugins."io.containerd.cri.v1.images".registry.config_path` | `plugins."io.containerd.cri.v1.images".discard_unpacked_layers` |
 //!
 //! `imports = [...]` files (globs allowed, relative to the importing file) are read after the

@@ -2,10 +2,13 @@
 //! in a temporary directory under `/tmp`, so several can run at once beside the host's.
 //!
 //! Images are pulled through the CRI ImageService exactly as kubelet pulls them, and
-//! `ctr` is at hand for looking at the content store.
+//! `ctr` is at hand for looking at the content store. Which containerd runs (Debian 12's
+//! 1.6 or another build) and which config version it gets is [`Build`]'s business.
 
+mod build;
 mod config;
 mod cri;
+mod task;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,7 +20,9 @@ use tokio::process::Command;
 use crate::netns::Host;
 use crate::process::Process;
 
+pub use build::{Build, CONTAINERD_ENV, Version};
 pub use k8s_cri::v1::Image as CriImage;
+pub use task::{RunOptions, Task};
 
 /// How long containerd may take to serve CRI after it is spawned.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,6 +38,7 @@ pub const K8S_NAMESPACE: &str = "k8s.io";
 pub struct Containerd {
     // Declared before `dir` so the process is killed before its files are removed.
     process: Option<Process>,
+    build: &'static Build,
     layout: config::Layout,
     /// The network namespace it runs in (`None`: the machine's own).
     host: Option<Host>,
@@ -49,6 +55,18 @@ impl Containerd {
     /// Like [`Containerd::start`], with containerd running inside `host`'s network
     /// namespace (its sockets are files, so they are reachable from anywhere).
     pub async fn start_in(host: Option<&Host>) -> Result<Self> {
+        let build = Build::current()?;
+        Self::start_with(host, build.config_version()).await
+    }
+
+    /// [`Containerd::start`] with a config of `config_version` (2 or 3) instead of the
+    /// build's own: containerd 2.x migrates a version 2 config when it loads it.
+    pub async fn start_with_config_version(config_version: u8) -> Result<Self> {
+        Self::start_with(None, config_version).await
+    }
+
+    async fn start_with(host: Option<&Host>, config_version: u8) -> Result<Self> {
+        let build = Build::current()?;
         // Under /tmp rather than $TMPDIR: socket paths must stay short.
         let dir = tempfile::Builder::new()
             .prefix("ctd-")
@@ -57,10 +75,14 @@ impl Containerd {
         let layout = config::Layout::new(dir.path());
         std::fs::create_dir_all(&layout.hosts_dir)
             .with_context(|| format!("creating {}", layout.hosts_dir.display()))?;
-        std::fs::write(&layout.config, config::render(&layout))
-            .with_context(|| format!("writing {}", layout.config.display()))?;
+        std::fs::write(
+            &layout.config,
+            config::render(&layout, config_version, build.version().major >= 2),
+        )
+        .with_context(|| format!("writing {}", layout.config.display()))?;
         let mut containerd = Self {
             process: None,
+            build,
             layout,
             host: host.cloned(),
             _dir: dir,
@@ -72,6 +94,11 @@ impl Containerd {
     /// The containerd process's id, while it runs (for crashing it in tests).
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(|process| process.id())
+    }
+
+    /// The build it runs (its version, its `ctr`).
+    pub fn build(&self) -> &'static Build {
+        self.build
     }
 
     /// The gRPC socket (also serves CRI).
@@ -166,7 +193,7 @@ impl Containerd {
 
     /// Runs `ctr --address <socket> --namespace k8s.io <args>` and returns its stdout.
     pub async fn ctr(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new("ctr")
+        let output = Command::new(self.build.program("ctr"))
             .arg("--address")
             .arg(self.socket())
             .args(["--namespace", K8S_NAMESPACE])
@@ -214,10 +241,15 @@ impl Containerd {
 
     async fn spawn(&mut self) -> Result<()> {
         let layout = &self.layout;
+        let program = self.build.program("containerd");
         let mut command = match &self.host {
-            Some(host) => host.command("containerd"),
-            None => Command::new("containerd"),
+            // Containers it starts need the machine's cgroup mounts.
+            Some(host) => host.command_keeping_mounts(&program.to_string_lossy()),
+            None => Command::new(&program),
         };
+        if let Some(path) = self.build.path_env() {
+            command.env("PATH", path);
+        }
         command
             .arg("--config")
             .arg(&layout.config)

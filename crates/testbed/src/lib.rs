@@ -6,10 +6,11 @@
 //!
 //! | module | stands up |
 //! |---|---|
-//! | [`containerd`] | a `containerd` with its own root, sockets and `certs.d`; CRI pulls; `ctr` |
+//! | [`containerd`] | a `containerd` (Debian's, or the build in `$SPEGEL_TEST_CONTAINERD`) with its own root, sockets and `certs.d`; CRI pulls; `ctr` |
 //! | [`upstream`] | a `docker-registry` upstream (or pull-through cache) with its access log |
 //! | [`image`] | random OCI test images in a layout, pushed with skopeo |
 //! | [`node`] | a `spegel-node registry` process |
+//! | [`spegel_image`] | the image `scripts/build-image.sh` builds, ready for `ctr images import` |
 //! | [`http`] | a small HTTP/1 client |
 //! | [`attack`] | connection floods and peak-memory readings for the robustness tests |
 //!
@@ -25,6 +26,7 @@ pub mod netns;
 pub mod node;
 pub mod port;
 mod process;
+pub mod spegel_image;
 mod tools;
 pub mod upstream;
 
@@ -33,6 +35,7 @@ pub use containerd::Containerd;
 pub use image::{Blob, ImageSpec, TestImage, build_oci_layout, push};
 pub use netns::{Host, Network};
 pub use node::{SpegelNode, spegel_node_binary};
+pub use spegel_image::SpegelImage;
 pub use tools::require_root_tools;
 pub use upstream::Upstream;
 

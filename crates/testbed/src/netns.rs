@@ -41,6 +41,17 @@ impl Host {
         command
     }
 
+    /// Like [`Host::command`], but entering only the network namespace (`nsenter --net`):
+    /// `ip netns exec` also mounts a fresh `/sys`, which hides `/sys/fs/cgroup` from
+    /// containerd and the runc it starts ("no cgroup mount found").
+    pub fn command_keeping_mounts(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .arg(program);
+        command
+    }
+
     /// Opens a TCP connection from inside this host's namespace: a short-lived thread
     /// enters the namespace, connects, and hands the socket back (a socket keeps the
     /// namespace it was made in; the thread ends, so no other work runs in the namespace).

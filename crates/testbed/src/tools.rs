@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-/// Programs the testbed runs, each with the Debian package that provides it.
+/// Programs the testbed runs from `PATH`, each with the Debian package that provides it.
+/// `containerd` and `ctr` come from there too unless `$SPEGEL_TEST_CONTAINERD` names
+/// another build (see [`crate::containerd::Build`]).
 const TOOLS: &[(&str, &str)] = &[
     ("containerd", "containerd"),
     ("ctr", "containerd"),
@@ -12,18 +14,22 @@ const TOOLS: &[(&str, &str)] = &[
     ("skopeo", "skopeo"),
 ];
 
-/// Checks that `containerd`, `ctr`, `docker-registry` and `skopeo` are on `PATH`.
+/// Checks that `containerd`, `ctr`, `docker-registry` and `skopeo` can be run, and that
+/// the containerd build to test answers `--version`.
 ///
 /// The error names the missing programs and the Debian packages to install.
 pub fn require_root_tools() -> Result<()> {
+    let own_build = std::env::var_os(crate::containerd::CONTAINERD_ENV).is_some();
     let missing: Vec<String> = TOOLS
         .iter()
+        .filter(|(_, package)| !(own_build && *package == "containerd"))
         .filter(|(program, _)| find_on_path(program).is_none())
         .map(|(program, package)| format!("{program} (apt-get install {package})"))
         .collect();
     if !missing.is_empty() {
         bail!("missing programs: {}", missing.join(", "));
     }
+    crate::containerd::Build::current()?;
     Ok(())
 }
 
@@ -35,7 +41,7 @@ pub(crate) fn find_on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
-fn is_executable(path: &Path) -> bool {
+pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)

@@ -1,4 +1,5 @@
-//! The `config.toml` for a throwaway containerd 1.6 that shares the machine with others.
+//! The `config.toml` for a throwaway containerd (1.6, 1.7 or 2.x) that shares the machine
+//! with others.
 //!
 //! Everything a containerd would normally put in a system-wide place (sockets, root,
 //! state, `/opt/containerd`, the CNI config dir it creates and watches) points into the
@@ -45,7 +46,9 @@ impl Layout {
     }
 }
 
-/// Plugins that cannot work here (no such filesystems) or would only add noise.
+/// Plugins that cannot work here (no such filesystems), would only add noise, or would
+/// share a machine-wide socket between instances (NRI, on by default in 2.x). Names a
+/// build does not have are ignored.
 const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.snapshotter.v1.aufs",
     "io.containerd.snapshotter.v1.btrfs",
@@ -53,14 +56,41 @@ const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.snapshotter.v1.devmapper",
     "io.containerd.internal.v1.tracing",
     "io.containerd.tracing.processor.v1.otlp",
+    "io.containerd.nri.v1.nri",
 ];
 
-/// Renders `config.toml` (version 2) for `layout`.
-pub(super) fn render(layout: &Layout) -> String {
-    let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
+/// Renders `config.toml` for `layout` in `version`: 2 (containerd 1.6 and 1.7; 2.x
+/// migrates it) or 3 (containerd 2.x's own, with the CRI plugin split into
+/// `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime`).
+///
+/// `transfer_unpack` adds `native` and `overlayfs` entries to the transfer service's `unpack_config`:
+/// CRI in 2.x pulls through the transfer service, which unpacks only for the
+/// platform/snapshotter pairs listed there (overlayfs and erofs by default); without the
+/// entry every pull fails with "no unpack platforms defined".
+pub(super) fn render(layout: &Layout, version: u8, transfer_unpack: bool) -> String {
     let path = |p: &Path| toml_string(&p.to_string_lossy());
+    let mut cri = if version >= 3 {
+        cri_v3(layout)
+    } else {
+        cri_v2(layout)
+    };
+    if transfer_unpack {
+        // overlayfs too: containerd 2.x does not carry a version 2 config's
+        // `containerd.snapshotter` over and unpacks into its default, overlayfs.
+        for snapshotter in ["native", "overlayfs"] {
+            cri.push_str(&format!(
+                r#"
+  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    platform = {platform}
+    snapshotter = "{snapshotter}"
+"#,
+                platform = toml_string(&format!("linux/{}", oci_arch()))
+            ));
+        }
+    }
+    let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
     format!(
-        r#"version = 2
+        r#"version = {version}
 root = {root}
 state = {state}
 disabled_plugins = [{disabled}]
@@ -81,7 +111,22 @@ disabled_plugins = [{disabled}]
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = {opt}
+{cri}"#,
+        version = version.max(2),
+        root = path(&layout.root),
+        state = path(&layout.state),
+        disabled = disabled.join(", "),
+        socket = path(&layout.socket),
+        ttrpc = path(&layout.ttrpc_socket),
+        opt = path(&layout.dir.join("opt")),
+    )
+}
 
+/// The CRI plugin in a version 2 config: one `io.containerd.grpc.v1.cri` section.
+fn cri_v2(layout: &Layout) -> String {
+    let path = |p: &Path| toml_string(&p.to_string_lossy());
+    format!(
+        r#"
   [plugins."io.containerd.grpc.v1.cri"]
     disable_tcp_service = true
     stream_server_address = "127.0.0.1"
@@ -98,16 +143,49 @@ disabled_plugins = [{disabled}]
     [plugins."io.containerd.grpc.v1.cri".registry]
       config_path = {hosts}
 "#,
-        root = path(&layout.root),
-        state = path(&layout.state),
-        disabled = disabled.join(", "),
-        socket = path(&layout.socket),
-        ttrpc = path(&layout.ttrpc_socket),
-        opt = path(&layout.dir.join("opt")),
         cni_bin = path(&layout.dir.join("cni/bin")),
         cni_conf = path(&layout.dir.join("cni/net.d")),
         hosts = path(&layout.hosts_dir),
     )
+}
+
+/// The CRI plugins in a version 3 config: images (snapshotter, layers, registry hosts),
+/// runtime (CNI) and the server (streaming).
+fn cri_v3(layout: &Layout) -> String {
+    let path = |p: &Path| toml_string(&p.to_string_lossy());
+    format!(
+        r#"
+  [plugins."io.containerd.cri.v1.images"]
+    snapshotter = "native"
+    discard_unpacked_layers = false
+
+    [plugins."io.containerd.cri.v1.images".registry]
+      config_path = {hosts}
+
+  [plugins."io.containerd.cri.v1.runtime"]
+    [plugins."io.containerd.cri.v1.runtime".cni]
+      bin_dirs = [{cni_bin}]
+      conf_dir = {cni_conf}
+
+  [plugins."io.containerd.grpc.v1.cri"]
+    disable_tcp_service = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+"#,
+        cni_bin = path(&layout.dir.join("cni/bin")),
+        cni_conf = path(&layout.dir.join("cni/net.d")),
+        hosts = path(&layout.hosts_dir),
+    )
+}
+
+/// This machine's architecture as OCI platforms name it.
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
 }
 
 /// A TOML basic string holding `value`.
@@ -142,29 +220,42 @@ mod tests {
     #[test]
     fn every_path_in_the_config_stays_inside_the_instance_dir() {
         let layout = Layout::new(Path::new("/tmp/ctd-abc"));
-        let config = render(&layout);
+        for version in [2, 3] {
+            let config = render(&layout, version, true);
 
-        let paths: Vec<&str> = config
-            .split('"')
-            .filter(|piece| piece.starts_with('/'))
-            .collect();
+            let paths: Vec<&str> = config
+                .split('"')
+                .filter(|piece| piece.starts_with('/'))
+                .collect();
 
-        assert!(paths.len() >= 8, "{config}");
-        for path in paths {
-            assert!(
-                path.starts_with("/tmp/ctd-abc/"),
-                "{path} escapes: {config}"
-            );
+            assert!(paths.len() >= 8, "{config}");
+            for path in paths {
+                assert!(
+                    path.starts_with("/tmp/ctd-abc/"),
+                    "{path} escapes: {config}"
+                );
+            }
         }
     }
 
     #[test]
     fn the_config_uses_native_snapshotter_and_keeps_layers() {
-        let config = render(&Layout::new(Path::new("/tmp/x")));
-        assert!(config.contains(r#"snapshotter = "native""#));
-        assert!(config.contains("discard_unpacked_layers = false"));
-        assert!(config.contains(r#"stream_server_port = "0""#));
-        assert!(config.contains(r#"config_path = "/tmp/x/certs.d""#));
+        for version in [2, 3] {
+            let config = render(&Layout::new(Path::new("/tmp/x")), version, false);
+            assert!(config.starts_with(&format!("version = {version}\n")));
+            assert!(config.contains(r#"snapshotter = "native""#));
+            assert!(config.contains("discard_unpacked_layers = false"));
+            assert!(config.contains(r#"stream_server_port = "0""#));
+            assert!(config.contains(r#"config_path = "/tmp/x/certs.d""#));
+        }
+    }
+
+    #[test]
+    fn version_3_puts_image_settings_in_the_cri_images_plugin() {
+        let config = render(&Layout::new(Path::new("/tmp/x")), 3, true);
+        assert!(config.contains("unpack_config"));
+        assert!(config.contains(r#"[plugins."io.containerd.cri.v1.images".registry]"#));
+        assert!(!config.contains(r#"[plugins."io.containerd.grpc.v1.cri".registry]"#));
     }
 
     #[test]
