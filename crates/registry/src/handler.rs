@@ -346,9 +346,11 @@ impl<S: ContentStore> Registry<S> {
             .map(std::time::Duration::from_millis)
             .unwrap_or_default()
             .min(mirror.config().inflight_hold);
+        // Serve a download only once this node knows where its bytes come from: a node
+        // that has not decided yet may end up following the asker.
         let decision = mirror.flights().decided(digest, hold).await;
-        if decision == Some(Decision::Deciding) {
-            debug!(%digest, "still deciding who fetches it; not serving it yet");
+        if decision.is_none_or(|d| d == Decision::Deciding) {
+            debug!(%digest, ?decision, "not decided who fetches it; not serving it yet");
             return Err(unknown());
         }
         let asker = request

@@ -119,14 +119,15 @@ impl Flights {
         (entry.at.elapsed() < REMEMBER).then_some(entry.decision)
     }
 
-    /// Waits up to `timeout` while this node is still deciding about `digest`; returns the
-    /// decision then (`Deciding` if it did not decide in time).
+    /// Waits up to `timeout` until this node has decided about `digest` (its containerd
+    /// opens a download a moment before it asks this node, so a peer may ask first); returns
+    /// the decision then: `None` or `Deciding` if it did not decide in time.
     pub async fn decided(&self, digest: &Digest, timeout: Duration) -> Option<Decision> {
         let mut changed = self.changed.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let decision = self.decision(digest);
-            if decision != Some(Decision::Deciding) {
+            if decision.is_some_and(|d| d != Decision::Deciding) {
                 return decision;
             }
             if tokio::time::timeout_at(deadline, changed.changed())
@@ -191,6 +192,13 @@ mod tests {
         let flights = std::sync::Arc::new(Flights::default());
         let digest = Digest::sha256_of(b"x");
         assert_eq!(flights.decided(&digest, Duration::ZERO).await, None);
+        let undecided = {
+            let (flights, digest) = (flights.clone(), digest.clone());
+            tokio::spawn(async move { flights.decided(&digest, Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        flights.decide(&digest, Decision::Following);
+        assert_eq!(undecided.await.unwrap(), Some(Decision::Following));
         flights.decide(&digest, Decision::Deciding);
         let waiter = {
             let (flights, digest) = (flights.clone(), digest.clone());

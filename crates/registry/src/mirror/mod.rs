@@ -319,8 +319,9 @@ impl Mirror {
     /// caller answers 404 and containerd goes upstream.
     pub(crate) async fn blob(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
         let digest = fetch.digest.clone()?;
-        // containerd retrying a stream we had to cut: it continues from the upstream.
-        if range.is_some() && self.flights.decision(&digest) == Some(Decision::Cut) {
+        // containerd retrying a stream we had to cut (with `Range`, or without when nothing
+        // had arrived): it continues from the upstream.
+        if self.flights.decision(&digest) == Some(Decision::Cut) {
             debug!(%digest, "range retry of a cut stream; sending containerd upstream");
             self.metrics.mirror_request(&fetch.registry, false);
             return None;
