@@ -3,6 +3,7 @@
 
 mod config;
 mod configuration;
+mod downloads;
 mod exit;
 mod host;
 mod membership;

@@ -4,15 +4,13 @@ use std::sync::Arc;
 
 use spegel_advertiser::{AdvertiserConfig, RegistryCounts};
 use spegel_bootstrap::HttpBootstrapConfig;
-use spegel_containerd::{Containerd, IngestEvent};
+use spegel_containerd::Containerd;
 use spegel_oci::ImageFilter;
 use spegel_routing::{
     Bootstrap, BootstrapPeer, DnsBootstrap, Key, PeersFuture, Router, RouterConfig,
     StaticBootstrap, parse_peer_addr,
 };
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
 use crate::config::{BootstrapKind, P2pArgs};
 use crate::exit::BadConfig;
@@ -52,44 +50,6 @@ impl Bootstrap for HttpBootstrap {
             }
             Ok(peers)
         })
-    }
-}
-
-/// Keeps the DHT told about this node's downloads in progress: `inflight:<digest>` from the
-/// moment containerd starts one (that is the node's claim in the single flight), the digest
-/// itself once it is committed (before the image is complete and the advertiser sees it),
-/// and a withdrawal when a download is aborted.
-pub async fn advertise_in_flight(
-    mut events: tokio::sync::mpsc::Receiver<IngestEvent>,
-    router: Router,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            () = shutdown.cancelled() => return,
-            event = events.recv() => event,
-        };
-        let sent = match event {
-            None => return,
-            Some(IngestEvent::Started(ingest)) => {
-                debug!(digest = %ingest.digest, kind = ?ingest.kind, total = ingest.total, "download started");
-                router.advertise(vec![Key::InFlight(ingest.digest)]).await
-            }
-            Some(IngestEvent::Committed(ingest)) => {
-                debug!(digest = %ingest.digest, "download committed");
-                let withdrawn = router
-                    .withdraw(vec![Key::InFlight(ingest.digest.clone())])
-                    .await;
-                withdrawn.and(router.advertise(vec![Key::Digest(ingest.digest)]).await)
-            }
-            Some(IngestEvent::Aborted(ingest)) => {
-                debug!(digest = %ingest.digest, "download aborted");
-                router.withdraw(vec![Key::InFlight(ingest.digest)]).await
-            }
-        };
-        if sent.is_err() {
-            return;
-        }
     }
 }
 

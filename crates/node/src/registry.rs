@@ -64,8 +64,13 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         .await?;
     if let Some(events) = ingests {
         tasks.spawn_essential(
-            "the in-flight advertiser",
-            crate::p2p::advertise_in_flight(events, p2p.router.clone(), tasks.shutdown()),
+            "the downloads advertiser",
+            crate::downloads::advertise(
+                events,
+                p2p.router.clone(),
+                args.containerd_content_path.clone(),
+                tasks.shutdown(),
+            ),
         );
     }
     let mirror = Mirror::new(

@@ -338,6 +338,28 @@ async fn the_owner_of_a_single_flight_answers_404_after_the_claim_window_and_ask
     );
 }
 
+/// Nobody claims the blob and no manifest elsewhere names it (`coming`): a node pulling
+/// alone fetches it at once instead of waiting out the claim window.
+#[tokio::test(start_paused = true)]
+async fn a_node_alone_fetches_at_once_without_the_claim_window() {
+    let (_, digest) = blob(BLOB_LEN, 11);
+    let script = Script::new(PeerId::random());
+    let config = MirrorConfig::default();
+    let claim_window = config.claim_window;
+    let node = Node::start(script, config).await;
+
+    let started = Instant::now();
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+    let took = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(took < claim_window / 2, "answered after {took:?}");
+    assert_eq!(
+        node.metric("spegel_single_flight_total{outcome=\"owner\"}"),
+        Some(1.0)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_follower_holds_the_request_then_streams_the_owners_download() {
     let (bytes, digest) = blob(BLOB_LEN, 9);

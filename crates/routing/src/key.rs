@@ -15,6 +15,10 @@ pub enum Key {
     /// Content this node's containerd is downloading right now: peers may follow the
     /// download, and nodes that want it at the same moment elect one of them to fetch it.
     InFlight(Digest),
+    /// Content this node is about to download: the config and layers of a manifest it has
+    /// just committed. Tells a node that misses the blob that others will want it too
+    /// (`coming:<digest>`).
+    Coming(Digest),
     /// An image tag, `<registry>/<repository>:<tag>`, e.g. `docker.io/library/nginx:1.27`.
     Tag(String),
 }
@@ -28,7 +32,7 @@ impl Key {
     /// The registry part of the key, for metrics labels (`None` for digests).
     pub fn registry(&self) -> Option<&str> {
         match self {
-            Key::Digest(_) | Key::InFlight(_) => None,
+            Key::Digest(_) | Key::InFlight(_) | Key::Coming(_) => None,
             Key::Tag(name) => name.split('/').next(),
         }
     }
@@ -57,7 +61,16 @@ impl Key {
 const MAX_KEY_BYTES: usize = 640;
 
 /// The parsers of [`Key::from_record_key`], one per kind of key.
-const KEY_PARSERS: &[fn(&str) -> Option<Key>] = &[parse_digest, parse_in_flight, parse_tag];
+const KEY_PARSERS: &[fn(&str) -> Option<Key>] =
+    &[parse_digest, parse_in_flight, parse_coming, parse_tag];
+
+/// `coming:sha256:<64 hex>`.
+fn parse_coming(text: &str) -> Option<Key> {
+    match parse_digest(text.strip_prefix("coming:")?)? {
+        Key::Digest(digest) => Some(Key::Coming(digest)),
+        _ => None,
+    }
+}
 
 /// `inflight:sha256:<64 hex>`.
 fn parse_in_flight(text: &str) -> Option<Key> {
@@ -96,6 +109,7 @@ impl fmt::Display for Key {
         match self {
             Key::Digest(d) => d.fmt(f),
             Key::InFlight(d) => write!(f, "inflight:{d}"),
+            Key::Coming(d) => write!(f, "coming:{d}"),
             Key::Tag(t) => f.write_str(t),
         }
     }
@@ -118,6 +132,7 @@ mod tests {
         let valid = [
             Key::Digest(digest.clone()),
             Key::InFlight(digest.clone()),
+            Key::Coming(digest.clone()),
             Key::tag("docker.io", "library/nginx", "1.27"),
             Key::tag("10.0.0.1:5000", "a/b-c", "v1.2_3"),
         ];

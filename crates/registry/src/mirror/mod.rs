@@ -75,6 +75,9 @@ const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 /// Claimants of one blob considered at most (the first ranks decide; more only cost time).
 const MAX_CLAIMANTS: usize = 20;
 
+/// How long a miss looks for anyone else wanting the blob before it skips the claim window.
+const ALONE_CHECK: Duration = Duration::from_millis(50);
+
 /// How long a resume collects the downloads it could continue from.
 const RESUME_COLLECT: Duration = Duration::from_millis(100);
 
@@ -352,6 +355,19 @@ impl Mirror {
         let digest = fetch.digest.clone()?;
         let deadline = tokio::time::Instant::now() + self.config.inflight_hold;
         self.flights.decide(&digest, Decision::Deciding);
+        // Alone: nobody else claims the blob or has a manifest naming it (`coming`), so
+        // nobody will want it in the next moment: fetch it at once, without the window.
+        let (claim_key, coming_key) = (Key::InFlight(digest.clone()), Key::Coming(digest.clone()));
+        let (claims, coming) = tokio::join!(
+            self.lookup(&claim_key, 1, ALONE_CHECK),
+            self.lookup(&coming_key, 1, ALONE_CHECK),
+        );
+        if claims.is_empty() && coming.is_empty() {
+            debug!(%digest, "nobody else wants the blob; fetching it at once");
+            self.flights.decide(&digest, Decision::Owner);
+            self.metrics.transfer.flight(FlightOutcome::owner);
+            return None;
+        }
         // The claims of nodes that missed the blob before us are in the DHT already; those
         // of nodes that miss it during the window arrive while we wait: look twice, and keep
         // listening the whole window (a loaded node answers lookups slowly).
@@ -434,6 +450,19 @@ impl Mirror {
         self.flights.follow(digest, peer.peer);
         self.metrics.transfer.flight(FlightOutcome::followed);
         self.stream(fetch, None, peer, response)
+    }
+
+    /// Up to `limit` providers of `key`, found within `timeout` (less when the lookup ends
+    /// sooner).
+    async fn lookup(&self, key: &Key, limit: usize, timeout: Duration) -> Vec<Provider> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut found = Vec::new();
+        if let Some(mut providers) = self.resolver.resolve(key, limit).await {
+            while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
+                found.push(p);
+            }
+        }
+        found
     }
 
     /// Up to `limit` providers of `key`, collected for `duration` (the whole of it, even

@@ -51,6 +51,7 @@ impl Resolver for Router {
                 "routing_table_peers": self.peer_count(),
                 "advertised_digests": count(|k| matches!(k, Key::Digest(_))),
                 "advertised_in_flight": count(|k| matches!(k, Key::InFlight(_))),
+                "advertised_coming": count(|k| matches!(k, Key::Coming(_))),
                 "advertised_tags": count(|k| matches!(k, Key::Tag(_))),
             })
         })
