@@ -7,8 +7,8 @@ use spegel_bootstrap::HttpBootstrapConfig;
 use spegel_containerd::Containerd;
 use spegel_oci::ImageFilter;
 use spegel_routing::{
-    Bootstrap, BootstrapPeer, DnsBootstrap, Key, PeersFuture, Router, RouterConfig,
-    StaticBootstrap, parse_peer_addr,
+    Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, Router, RouterConfig, StaticBootstrap,
+    parse_peer_addr,
 };
 use tokio::sync::watch;
 
