@@ -82,11 +82,17 @@ impl<S: ContentStore> Registry<S> {
 
     /// The mirror to ask on a local miss: only for requests from containerd (they name the
     /// upstream in `ns`), never for requests from peers (no loops), and only for mirrored
-    /// registries.
-    fn mirror_for<B>(&self, request: &Request<B>, registry: Option<&str>) -> Option<&Mirror> {
+    /// registries and images `--registry-filters` does not exclude (`image`:
+    /// `<repository>[:<tag>|@<digest>]`, matched as `<registry>/<image>`).
+    fn mirror_for<B>(
+        &self,
+        request: &Request<B>,
+        registry: Option<&str>,
+        image: &str,
+    ) -> Option<&Mirror> {
         let mirror = self.mirror.as_ref()?;
         let from_peer = caller(request) != Caller::Client;
-        (!from_peer && mirror.mirrors(registry?)).then_some(mirror)
+        (!from_peer && mirror.mirrors(registry?, image)).then_some(mirror)
     }
 
     /// Answers one request. Never fails: every error becomes an OCI error response.
@@ -171,7 +177,9 @@ impl<S: ContentStore> Registry<S> {
                 repository,
                 reference,
             } => self.manifest(request, &repository, &reference, head).await,
-            Route::Blob { digest, .. } => self.blob(request, &digest, head).await,
+            Route::Blob { repository, digest } => {
+                self.blob(request, &repository, &digest, head).await
+            }
             Route::Status => Ok(match &self.mirror {
                 Some(mirror) => response::json(mirror.status().await),
                 None => response::json(serde_json::json!({ "p2p": false })),
@@ -220,7 +228,12 @@ impl<S: ContentStore> Registry<S> {
             None => None,
         };
         let (Some(digest), Some(size)) = (digest.clone(), size) else {
-            if let (Some(mirror), Some(registry)) = (self.mirror_for(request, registry), registry) {
+            let image = match reference {
+                Reference::Digest(d) => format!("{repository}@{d}"),
+                Reference::Tag(t) => format!("{repository}:{t}"),
+            };
+            let mirror = self.mirror_for(request, registry, &image);
+            if let (Some(mirror), Some(registry)) = (mirror, registry) {
                 let fetch = fetch(request, registry, key, head, digest);
                 if let Some(response) = mirror.small(fetch).await {
                     return Ok(response);
@@ -261,6 +274,7 @@ impl<S: ContentStore> Registry<S> {
     async fn blob<B>(
         &self,
         request: &Request<B>,
+        repository: &Repository,
         digest: &Digest,
         head: bool,
     ) -> Result<Response<Body>, Failure> {
@@ -274,7 +288,7 @@ impl<S: ContentStore> Registry<S> {
             if caller(request) == Caller::Peer {
                 return self.in_flight_blob(request, digest, head).await;
             }
-            return self.mirror_blob(request, digest, head).await;
+            return self.mirror_blob(request, repository, digest, head).await;
         };
         let range = requested_range(headers, size)?;
         let (status, first, len) = match range {
@@ -405,6 +419,7 @@ impl<S: ContentStore> Registry<S> {
     async fn mirror_blob<B>(
         &self,
         request: &Request<B>,
+        repository: &Repository,
         digest: &Digest,
         head: bool,
     ) -> Result<Response<Body>, Failure> {
@@ -416,7 +431,7 @@ impl<S: ContentStore> Registry<S> {
         };
         let registry = registry_from_query(request.uri().query());
         let (Some(mirror), Some(registry)) = (
-            self.mirror_for(request, registry.as_deref()),
+            self.mirror_for(request, registry.as_deref(), repository.as_str()),
             registry.as_deref(),
         ) else {
             return Err(unknown().into());

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{
-    CHUNK, Node, Peer, Reply, Script, Seen, Step, blob, blob_path, broken_at, chunks, get, ranked,
-    receive,
+    CHUNK, Node, Peer, Reply, Script, Seen, Step, blob, blob_path, broken_at, chunks, get, head,
+    ranked, receive,
 };
-use http::StatusCode;
+use http::{Method, StatusCode};
 use spegel_registry::{HOLD_HEADER, MirrorConfig, SOURCE_HEADER};
 use spegel_routing::{Key, PeerId};
 use tokio::time::Instant;
@@ -466,5 +467,73 @@ async fn a_followed_blob_counts_its_bytes_as_from_a_peer_in_flight() {
     assert_eq!(
         node.metric("spegel_served_bytes_total{source=\"peer\"}"),
         None
+    );
+}
+
+/// `--registry-filters` exclusions apply to mirroring, not only to advertising: an excluded
+/// image is never asked of peers.
+#[tokio::test(start_paused = true)]
+async fn an_image_the_filters_exclude_is_not_mirrored() {
+    let (bytes, digest) = blob(BLOB_LEN, 12);
+    let peer = Peer::start(move |_| Reply::blob(&bytes)).await;
+    let script = Script::new(PeerId::random());
+    script.provide(Key::Digest(digest.clone()), vec![peer.provider()]);
+    let filter =
+        spegel_oci::ImageFilter::new(&[], &["example\\.com/library/.*".to_owned()]).unwrap();
+    let config = MirrorConfig {
+        filter,
+        ..MirrorConfig::default()
+    };
+    let node = Node::start(script, config).await;
+
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(
+        peer.seen().is_empty(),
+        "an excluded image was asked of a peer"
+    );
+}
+
+/// A HEAD for a manifest (how containerd resolves a reference) is answered from a body
+/// fetched and verified, never from a peer's headers alone.
+#[tokio::test(start_paused = true)]
+async fn a_manifest_head_is_answered_only_after_the_body_verified() {
+    let manifest = Bytes::from_static(br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#);
+    let digest = spegel_oci::Digest::sha256_of(&manifest);
+    let path = format!("/v2/library/app/manifests/{digest}?ns=example.com");
+    let honest = {
+        let manifest = manifest.clone();
+        Peer::start(move |_| Reply::blob(&manifest)).await
+    };
+    let liar = Peer::start(|_| Reply::blob(&Bytes::from_static(b"{}"))).await;
+
+    let script = Script::new(PeerId::random());
+    script.provide(Key::Digest(digest.clone()), vec![liar.provider()]);
+    let node = Node::start(script, MirrorConfig::default()).await;
+    let response = head(node.addr, &path).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "a lying peer's HEAD passed"
+    );
+
+    let script = Script::new(PeerId::random());
+    script.provide(Key::Digest(digest.clone()), vec![honest.provider()]);
+    let node = Node::start(script, MirrorConfig::default()).await;
+    let response = head(node.addr, &path).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let length = response
+        .headers()
+        .get("content-length")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(length, manifest.len().to_string());
+    let asked: Vec<Method> = honest.seen().iter().map(|s| s.method.clone()).collect();
+    assert_eq!(
+        asked,
+        vec![Method::GET],
+        "the peer was not asked for the body"
     );
 }

@@ -260,9 +260,13 @@ impl Mirror {
         self.resolver.peer_count() > 0
     }
 
-    /// Whether requests for `registry` are mirrored at all.
-    pub fn mirrors(&self, registry: &str) -> bool {
-        self.config.filter.allows_registry(registry)
+    /// Whether requests for `image` (`<repository>[:<tag>|@<digest>]`) of `registry` are
+    /// mirrored: the registry is mirrored and `--registry-filters` does not exclude
+    /// `<registry>/<image>`.
+    pub fn mirrors(&self, registry: &str, image: &str) -> bool {
+        self.config
+            .filter
+            .allows(registry, &format!("{registry}/{image}"))
     }
 
     /// A manifest (or a HEAD of anything): the first peer's full answer, verified.
@@ -279,11 +283,21 @@ impl Mirror {
     }
 
     async fn small_within(&self, fetch: Fetch) -> Option<Response<Body>> {
-        let ask = Ask::new(&fetch, None);
+        // A manifest's HEAD is answered only from a body fetched and verified here: a peer's
+        // headers alone could name any digest (a HEAD by tag is how containerd resolves).
+        let manifest = fetch.path_and_query.contains("/manifests/");
+        let get = Fetch {
+            key: fetch.key.clone(),
+            registry: fetch.registry.clone(),
+            path_and_query: fetch.path_and_query.clone(),
+            head: fetch.head && !manifest,
+            digest: fetch.digest.clone(),
+        };
+        let ask = Ask::new(&get, None);
         let mut peers = Peers::resolve(self, &fetch.key, &ask).await?;
         while let Some((peer, response)) = peers.first_answer(self, &ask).await {
             let (parts, body) = response.into_parts();
-            if fetch.head {
+            if get.head {
                 return Some(Response::from_parts(parts, response::empty()));
             }
             let bytes = match read_limited(body, MAX_MANIFEST_BYTES).await {
@@ -308,10 +322,18 @@ impl Mirror {
                 self.distrust(&expected, &[peer.peer]);
                 continue;
             }
-            let mut response = Response::from_parts(parts, response::full(bytes.clone()));
-            response
-                .headers_mut()
-                .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            let length = bytes.len();
+            let body = if fetch.head {
+                response::empty()
+            } else {
+                response::full(bytes)
+            };
+            let mut response = Response::from_parts(parts, body);
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+            if let Ok(value) = HeaderValue::from_str(&expected.to_string()) {
+                headers.insert("docker-content-digest", value);
+            }
             return Some(response);
         }
         None

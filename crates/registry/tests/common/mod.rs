@@ -435,12 +435,29 @@ impl Node {
 
 /// Sends `GET <path>` with `headers` to `addr` on a new connection, as containerd does.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    send(addr, Method::GET, path, headers).await
+}
+
+/// A `HEAD` as containerd sends it to resolve a reference.
+pub async fn head(addr: SocketAddr, path: &str) -> Response<Incoming> {
+    send(addr, Method::HEAD, path, &[]).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Response<Incoming> {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(connection);
-    let mut request = Request::get(path).header(HOST, "spegel");
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(HOST, "spegel");
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
