@@ -537,3 +537,45 @@ async fn a_manifest_head_is_answered_only_after_the_body_verified() {
         "the peer was not asked for the body"
     );
 }
+
+/// A peer that trickles a byte every few seconds (each within the stall timeout) is dropped
+/// once a 10 s window brings less than the minimum rate, and the blob comes from another.
+#[tokio::test(start_paused = true)]
+async fn a_trickling_peer_is_dropped_below_the_minimum_rate() {
+    let (bytes, digest) = blob(BLOB_LEN, 13);
+    let trickling = {
+        let bytes = bytes.clone();
+        move |_: &Seen| {
+            let steps = (0..100)
+                .flat_map(|i| {
+                    [
+                        Step::Send(bytes.slice(i..i + 1)),
+                        Step::Wait(Duration::from_secs(4)),
+                    ]
+                })
+                .collect();
+            Reply::blob(&bytes).body(steps)
+        }
+    };
+    let a = Peer::start(trickling).await;
+    let b = Peer::start(ranges_only(&bytes)).await;
+    let script = Script::new(PeerId::random());
+    script.provide(
+        Key::Digest(digest.clone()),
+        vec![a.provider(), b.provider()],
+    );
+    let node = Node::start(script, MirrorConfig::default()).await;
+
+    let started = Instant::now();
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+    let received = receive(response).await;
+    let took = started.elapsed();
+
+    assert!(received.complete);
+    assert_eq!(received.bytes, bytes);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        !b.gets().is_empty(),
+        "the blob did not come from the other peer"
+    );
+}

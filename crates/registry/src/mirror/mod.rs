@@ -72,6 +72,10 @@ pub const IN_FLIGHT: &str = "in-flight";
 /// Manifests read from a peer are buffered whole (to verify them); larger ones are refused.
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// KiB of manifests buffered from peers at once, across all requests: eight of the largest.
+/// A request that finds the budget spent waits (within the manifest deadline) or gets a 404.
+const MANIFEST_BUDGET_KIB: usize = 8 * MAX_MANIFEST_BYTES / 1024;
+
 /// Claimants of one blob considered at most (the first ranks decide; more only cost time).
 const MAX_CLAIMANTS: usize = 20;
 
@@ -183,6 +187,8 @@ pub struct Mirror {
     untrusted: Arc<Mutex<HashMap<Digest, HashSet<PeerId>>>>,
     /// This node's single-flight decisions.
     flights: Arc<Flights>,
+    /// Bytes of manifests being read from peers at once (in KiB): one budget for all.
+    manifest_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Mirror {
@@ -203,6 +209,7 @@ impl Mirror {
             in_use: Arc::default(),
             untrusted: Arc::default(),
             flights: Arc::default(),
+            manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET_KIB)),
         }
     }
 
@@ -300,6 +307,10 @@ impl Mirror {
             if get.head {
                 return Some(Response::from_parts(parts, response::empty()));
             }
+            let budget = (MAX_MANIFEST_BYTES / 1024) as u32;
+            let Ok(_reserved) = self.manifest_budget.acquire_many(budget).await else {
+                return None;
+            };
             let bytes = match read_limited(body, MAX_MANIFEST_BYTES).await {
                 Ok(bytes) => bytes,
                 Err(e) => {

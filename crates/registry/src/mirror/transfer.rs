@@ -23,6 +23,12 @@ use tracing::{debug, info, warn};
 use super::flight::{self, Decision};
 use super::{Ask, Fetch, IN_FLIGHT, Mirror, Peers, SOURCE_HEADER};
 
+/// A peer stream must deliver at least [`MIN_RATE_BYTES`] in every window of this length.
+const MIN_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// 16 KiB/s over [`MIN_RATE_WINDOW`]: far below any download a cluster pulls through, far
+/// above a peer that trickles bytes to hold a stream open.
+const MIN_RATE_BYTES: u64 = 160 * 1024;
+
 /// One blob response being fed from peers.
 pub(super) struct Transfer {
     pub(super) mirror: Mirror,
@@ -204,7 +210,17 @@ impl Transfer {
         held: &mut Option<Bytes>,
         tx: &mpsc::Sender<io::Result<Bytes>>,
     ) -> Copy {
+        // Besides the stall timeout (nothing for a while), a minimum rate over a window: a
+        // peer trickling a byte now and then is dropped too.
+        let mut window = (tokio::time::Instant::now(), 0u64);
         loop {
+            if window.0.elapsed() >= MIN_RATE_WINDOW {
+                if window.1 < MIN_RATE_BYTES {
+                    debug!(bytes = window.1, "peer is slower than the minimum rate");
+                    return Copy::Broken;
+                }
+                window = (tokio::time::Instant::now(), 0);
+            }
             let frame =
                 match tokio::time::timeout(self.mirror.config.stall_timeout, body.frame()).await {
                     Err(_) => {
@@ -225,6 +241,7 @@ impl Transfer {
                 return Copy::TooLong;
             }
             *sent += data.len() as u64;
+            window.1 += data.len() as u64;
             if let Some(v) = verifier.as_mut() {
                 v.update(&data);
             }
