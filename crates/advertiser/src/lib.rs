@@ -32,6 +32,17 @@ pub struct AdvertiserConfig {
     pub reconcile_interval: Duration,
 }
 
+/// How long one listing of containerd's images and content may take before it is given up
+/// (and retried with backoff): a hung containerd must not freeze what the DHT is told.
+const RECONCILE_DEADLINE: Duration = Duration::from_secs(60);
+
+fn timed_out() -> spegel_containerd::Error {
+    spegel_containerd::Error::Unexpected {
+        call: "image and content listing",
+        detail: format!("no answer within {RECONCILE_DEADLINE:?}"),
+    }
+}
+
 /// Runs until `shutdown`. Publishes each reconciled inventory's counts on `counts`.
 pub async fn run(
     containerd: Containerd,
@@ -41,16 +52,32 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let changed = std::sync::Arc::new(Notify::new());
-    tokio::spawn(watch_events(
-        containerd.clone(),
-        changed.clone(),
-        shutdown.clone(),
-    ));
+    // Both halves run in this task, so whoever supervises it sees either one end.
+    tokio::select! {
+        () = watch_events(containerd.clone(), changed.clone(), shutdown.clone()) => {}
+        () = reconcile_loop(containerd, router, config, counts, changed, shutdown) => {}
+    }
+}
+
+/// Reconciles on every event and every interval, until `shutdown` or the router is gone.
+async fn reconcile_loop(
+    containerd: Containerd,
+    router: Router,
+    config: AdvertiserConfig,
+    counts: watch::Sender<Vec<RegistryCounts>>,
+    changed: std::sync::Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut inventory = Inventory::default();
     let mut advertised: HashSet<Key> = HashSet::new();
     let mut backoff = Duration::from_millis(500);
     loop {
-        let wait = match inventory.reconcile(&containerd, &config.filter).await {
+        let listed = tokio::time::timeout(
+            RECONCILE_DEADLINE,
+            inventory.reconcile(&containerd, &config.filter),
+        )
+        .await;
+        let wait = match listed.unwrap_or_else(|_| Err(timed_out())) {
             Ok(keys) => {
                 backoff = Duration::from_millis(500);
                 let added: Vec<Key> = keys.difference(&advertised).cloned().collect();
