@@ -249,6 +249,13 @@ async fn the_daemonset_pods_mirror_between_nodes() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The tag's own record can reach node 1 after the layer's: wait until node 1 resolves the
+    // tag through its peer (asked from node 1's own address, as its containerd would).
+    let tag = format!("/v2/app/web/manifests/v1?ns={}", cluster.upstream.host());
+    while cluster.nodes[1].get(&tag).await.map(|r| r.status).ok() != Some(200) {
+        ensure!(Instant::now() < deadline, "node 1 never resolved the tag");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     cluster.upstream.stop().await?;
     cluster.nodes[1]
         .containerd
