@@ -2,8 +2,9 @@
 //!
 //! From containerd's ingest watcher (`spegel_containerd::IngestWatch`):
 //! - a download starts → `inflight:<digest>` (the node's claim: it wants the blob now);
-//! - it is committed → the digest itself (before the image is complete and the advertiser
-//!   sees it), and the claim is withdrawn;
+//! - it is committed → the claim stays for [`COMMITTED_FOR`] (the node serves the committed
+//!   blob to whoever finds it there) until the advertiser, which owns the digest keys and
+//!   withdraws them when containerd deletes the blob, has the completed image;
 //! - it is aborted → the claim is withdrawn;
 //! - a manifest is committed → `coming:<digest>` for its config and layers this node does
 //!   not hold yet: containerd fetches them next. A node that misses one of them and finds no
@@ -21,6 +22,9 @@ use spegel_routing::{Key, Router};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+
+/// How long a claim stands after its download was committed.
+const COMMITTED_FOR: Duration = Duration::from_secs(2 * 60);
 
 /// How long a `coming` announcement stands without the download starting.
 const COMING_FOR: Duration = Duration::from_secs(10 * 60);
@@ -40,17 +44,25 @@ pub async fn advertise(
     shutdown: CancellationToken,
 ) {
     let mut coming: HashMap<Digest, Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut committed: HashMap<Digest, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let expired: Vec<Key> = coming
+                let mut expired: Vec<Key> = coming
                     .iter()
                     .filter(|(_, at)| at.elapsed() > COMING_FOR)
                     .map(|(d, _)| Key::Coming(d.clone()))
                     .collect();
                 coming.retain(|_, at| at.elapsed() <= COMING_FOR);
+                expired.extend(
+                    committed
+                        .iter()
+                        .filter(|(_, at)| at.elapsed() > COMMITTED_FOR)
+                        .map(|(d, _)| Key::InFlight(d.clone())),
+                );
+                committed.retain(|_, at| at.elapsed() <= COMMITTED_FOR);
                 if !expired.is_empty() && router.withdraw(expired).await.is_err() {
                     return;
                 }
@@ -59,6 +71,11 @@ pub async fn advertise(
             event = events.recv() => event,
         };
         let Some(event) = event else { return };
+        if let IngestEvent::Committed(i) = &event
+            && committed.len() < MAX_COMING
+        {
+            committed.insert(i.digest.clone(), Instant::now());
+        }
         let (add, remove) = keys_for(&event, &content_dir, &mut coming);
         let sent = router
             .withdraw(remove)
@@ -90,8 +107,7 @@ fn keys_for(
         }
         IngestEvent::Committed(i) => {
             debug!(digest = %i.digest, "download committed");
-            remove.push(Key::InFlight(i.digest.clone()));
-            let mut add = vec![Key::Digest(i.digest.clone())];
+            let mut add = Vec::new();
             if i.kind == IngestKind::Manifest {
                 for child in missing_children(i, content_dir) {
                     if coming.len() < MAX_COMING {
@@ -164,13 +180,10 @@ mod tests {
         let (add, remove) = keys_for(&committed, dir.path(), &mut coming);
         assert_eq!(
             add,
-            vec![
-                Key::Digest(digest.clone()),
-                Key::Coming(config.clone()),
-                Key::Coming(missing.clone())
-            ]
+            vec![Key::Coming(config.clone()), Key::Coming(missing.clone())]
         );
-        assert_eq!(remove, vec![Key::InFlight(digest)]);
+        // The claim stays a while after the commit (withdrawn on the timer, not here).
+        assert!(remove.is_empty());
         let started = IngestEvent::Started(ingest(&missing, IngestKind::Layer));
         let (add, remove) = keys_for(&started, dir.path(), &mut coming);
         assert_eq!(add, vec![Key::InFlight(missing.clone())]);
