@@ -99,7 +99,13 @@ async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised(
     let router_addr = spegel_testbed::port::free_loopback_addr()?;
     let node = SpegelNode::start(
         &containerd,
-        &[&format!("--router-addr={router_addr}"), "--log-level=info"],
+        // An open DHT: the flooding peer here is as good as a member (with a cluster secret it
+        // would be one that holds the secret), which is what the store's limits are for.
+        &[
+            &format!("--router-addr={router_addr}"),
+            "--log-level=info",
+            "--insecure-open-dht",
+        ],
     )
     .await?;
     let status: serde_json::Value = serde_json::from_slice(
