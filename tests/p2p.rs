@@ -109,6 +109,19 @@ async fn nodes_pull_from_their_peers_and_not_from_the_upstream() -> Result<()> {
     cluster.nodes[0].containerd.cri_pull(&name).await?;
     assert!(upstream_blob_gets_from(&cluster, 0).await? > 0);
     until_resolvable(&cluster, 1, &image.layer_digests[0]).await?;
+    // The tag's record can arrive after the layers': wait until both nodes resolve the tag
+    // through a peer (asked from each node's own address, as its containerd would).
+    let tag = format!("/v2/team/app/manifests/v1?ns={}", cluster.upstream.host());
+    for node in [1, 2] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cluster.nodes[node].get(&tag).await.map(|r| r.status).ok() != Some(200) {
+            ensure!(
+                Instant::now() < deadline,
+                "node {node} never resolved the tag"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     for node in [1, 2] {
         cluster.nodes[node]
@@ -279,7 +292,12 @@ async fn removed_and_collected_content_is_withdrawn() -> Result<()> {
         let providers = cluster.nodes[1]
             .get_json(&format!("/_spegel/providers/{layer}"))
             .await?;
-        if providers.as_array().is_some_and(|p| p.is_empty()) {
+        // Complete copies only: a node's download claim (`in-flight`) outlives its commit by
+        // two minutes, and a node asked for it then answers 404.
+        let complete = providers
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["state"] == "complete"));
+        if !complete {
             break;
         }
         ensure!(
