@@ -26,7 +26,6 @@ matrix_tests=(
   --test registry            # the registry over a real content store; CRI pulls through it
   --test p2p                 # multi-node peer-to-peer pulls, withdrawals, restarts
   --test p2p_loopback        # two nodes on loopback
-  --test cold_pull           # many nodes pulling at once: containerd's ingest layout
   --test host_config         # configuration/cleanup/preflight with the binary
   --test containerd_versions # preflight keys per config version; content events
   --test systemd             # sd-notify readiness against containerd
