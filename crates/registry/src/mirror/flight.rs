@@ -148,6 +148,19 @@ pub fn rank(digest: &Digest, peer: &PeerId) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// The claimants and this node (`local`), each once, in rendezvous order for `digest`.
+pub fn ranked(
+    digest: &Digest,
+    claimants: impl Iterator<Item = PeerId>,
+    local: PeerId,
+) -> Vec<PeerId> {
+    let mut order: Vec<PeerId> = claimants.chain(std::iter::once(local)).collect();
+    order.sort_unstable();
+    order.dedup();
+    self::order(digest, &mut order);
+    order
+}
+
 /// `peers` in rendezvous order for `digest`, first = the owner.
 pub fn order(digest: &Digest, peers: &mut [PeerId]) {
     peers.sort_by_cached_key(|p| std::cmp::Reverse(rank(digest, p)));

@@ -138,6 +138,7 @@ impl Default for MirrorConfig {
 }
 
 /// What to fetch from peers.
+#[derive(Clone)]
 pub(crate) struct Fetch {
     /// The key to resolve.
     pub key: Key,
@@ -294,11 +295,8 @@ impl Mirror {
         // headers alone could name any digest (a HEAD by tag is how containerd resolves).
         let manifest = fetch.path_and_query.contains("/manifests/");
         let get = Fetch {
-            key: fetch.key.clone(),
-            registry: fetch.registry.clone(),
-            path_and_query: fetch.path_and_query.clone(),
             head: fetch.head && !manifest,
-            digest: fetch.digest.clone(),
+            ..fetch.clone()
         };
         let ask = Ask::new(&get, None);
         let mut peers = Peers::resolve(self, &fetch.key, &ask).await?;
@@ -430,11 +428,7 @@ impl Mirror {
             }
         }
         let local = self.resolver.local_peer_id();
-        let mut order: Vec<PeerId> = claimants.iter().map(|p| p.peer).collect();
-        order.push(local);
-        order.sort_unstable();
-        order.dedup();
-        flight::order(&digest, &mut order);
+        let order = flight::ranked(&digest, claimants.iter().map(|p| p.peer), local);
         for (rank, peer) in order.iter().enumerate() {
             if *peer == local {
                 info!(%digest, rank, claimants = order.len(), "this node fetches the blob for the cluster");
@@ -515,11 +509,8 @@ impl Mirror {
     /// The claimants that have decided already (they answer a HEAD without holding it).
     async fn probe(&self, fetch: &Fetch, claimants: &[Provider]) -> Vec<Provider> {
         let probe = Fetch {
-            key: fetch.key.clone(),
-            registry: fetch.registry.clone(),
-            path_and_query: fetch.path_and_query.clone(),
             head: true,
-            digest: fetch.digest.clone(),
+            ..fetch.clone()
         };
         let ask = Ask::new(&probe, None);
         let mut asking: FuturesUnordered<_> = claimants
@@ -569,13 +560,7 @@ impl Mirror {
         let (tx, rx) = mpsc::channel(4);
         let transfer = Transfer {
             mirror: self.clone(),
-            fetch: Fetch {
-                key: fetch.key.clone(),
-                registry: fetch.registry.clone(),
-                path_and_query: fetch.path_and_query.clone(),
-                head: fetch.head,
-                digest: fetch.digest.clone(),
-            },
+            fetch: fetch.clone(),
             first,
             length,
             // Only a whole blob can be checked against its digest.

@@ -166,11 +166,7 @@ impl Transfer {
             .filter(|p| !failed.contains(&p.peer))
             .collect();
         let local = self.mirror.resolver.local_peer_id();
-        let mut order: Vec<PeerId> = claimants.iter().map(|p| p.peer).collect();
-        order.push(local);
-        order.sort_unstable();
-        order.dedup();
-        flight::order(&digest, &mut order);
+        let order = flight::ranked(&digest, claimants.iter().map(|p| p.peer), local);
         // The nodes asked have decided long ago (no hold); one that cannot answer within the
         // header timeout is skipped.
         for peer in order {
