@@ -361,6 +361,30 @@ async fn a_node_alone_fetches_at_once_without_the_claim_window() {
     );
 }
 
+/// On a busy node the lookups that would prove a node alone do not end in time: it cannot
+/// tell "nobody wants the blob" from "no answer yet", so it waits out the claim window
+/// instead of fetching at once (and maybe a second time for the cluster).
+#[tokio::test(start_paused = true)]
+async fn a_node_whose_lookups_are_slow_does_not_take_itself_for_alone() {
+    let (_, digest) = blob(BLOB_LEN, 12);
+    let script = Script::new(PeerId::random());
+    script.end_lookups_after(Key::InFlight(digest.clone()), Duration::from_secs(1));
+    let config = MirrorConfig::default();
+    let claim_window = config.claim_window;
+    let node = Node::start(script, config).await;
+
+    let started = Instant::now();
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+    let took = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(took >= claim_window, "answered after {took:?}");
+    assert_eq!(
+        node.metric("spegel_single_flight_total{outcome=\"owner\"}"),
+        Some(1.0)
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_follower_holds_the_request_then_streams_the_owners_download() {
     let (bytes, digest) = blob(BLOB_LEN, 9);

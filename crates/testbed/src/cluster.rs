@@ -115,7 +115,7 @@ impl Cluster {
         let node_args: Vec<&str> = options.node_args.iter().map(String::as_str).collect();
         for i in 1..=count {
             let host = cluster.network.host(i).clone();
-            let containerd = Containerd::start_in(Some(&host)).await?;
+            let containerd = Containerd::start_in_with(Some(&host), options.snapshotter).await?;
             let upstream_host = cluster.upstream.host();
             let hosts_toml = mirror::hosts_toml(
                 options.mirror,

@@ -21,6 +21,7 @@ use crate::netns::Host;
 use crate::process::Process;
 
 pub use build::{Build, CONTAINERD_ENV, Version};
+pub use config::Snapshotter;
 pub use k8s_cri::v1::Image as CriImage;
 pub use task::{RunOptions, Task};
 
@@ -40,6 +41,7 @@ pub struct Containerd {
     process: Option<Process>,
     build: &'static Build,
     layout: config::Layout,
+    snapshotter: Snapshotter,
     /// The network namespace it runs in (`None`: the machine's own).
     host: Option<Host>,
     _dir: TempDir,
@@ -55,17 +57,26 @@ impl Containerd {
     /// Like [`Containerd::start`], with containerd running inside `host`'s network
     /// namespace (its sockets are files, so they are reachable from anywhere).
     pub async fn start_in(host: Option<&Host>) -> Result<Self> {
+        Self::start_in_with(host, Snapshotter::default()).await
+    }
+
+    /// Like [`Containerd::start_in`], unpacking images into `snapshotter`.
+    pub async fn start_in_with(host: Option<&Host>, snapshotter: Snapshotter) -> Result<Self> {
         let build = Build::current()?;
-        Self::start_with(host, build.config_version()).await
+        Self::start_with(host, build.config_version(), snapshotter).await
     }
 
     /// [`Containerd::start`] with a config of `config_version` (2 or 3) instead of the
     /// build's own: containerd 2.x migrates a version 2 config when it loads it.
     pub async fn start_with_config_version(config_version: u8) -> Result<Self> {
-        Self::start_with(None, config_version).await
+        Self::start_with(None, config_version, Snapshotter::default()).await
     }
 
-    async fn start_with(host: Option<&Host>, config_version: u8) -> Result<Self> {
+    async fn start_with(
+        host: Option<&Host>,
+        config_version: u8,
+        snapshotter: Snapshotter,
+    ) -> Result<Self> {
         let build = Build::current()?;
         // Under /tmp rather than $TMPDIR: socket paths must stay short.
         let dir = tempfile::Builder::new()
@@ -77,13 +88,19 @@ impl Containerd {
             .with_context(|| format!("creating {}", layout.hosts_dir.display()))?;
         std::fs::write(
             &layout.config,
-            config::render(&layout, config_version, build.version().major >= 2),
+            config::render(
+                &layout,
+                config_version,
+                build.version().major >= 2,
+                snapshotter,
+            ),
         )
         .with_context(|| format!("writing {}", layout.config.display()))?;
         let mut containerd = Self {
             process: None,
             build,
             layout,
+            snapshotter,
             host: host.cloned(),
             _dir: dir,
         };

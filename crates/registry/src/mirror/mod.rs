@@ -388,12 +388,14 @@ impl Mirror {
         self.flights.decide(&digest, Decision::Deciding);
         // Alone: nobody else claims the blob or has a manifest naming it (`coming`), so
         // nobody will want it in the next moment: fetch it at once, without the window.
+        // Only lookups that ended count: one cut short by ALONE_CHECK on a busy node proves
+        // nothing, and taking it for "alone" would fetch the blob twice.
         let (claim_key, coming_key) = (Key::InFlight(digest.clone()), Key::Coming(digest.clone()));
         let (claims, coming) = tokio::join!(
-            self.lookup(&claim_key, 1, ALONE_CHECK),
-            self.lookup(&coming_key, 1, ALONE_CHECK),
+            self.lookup_settled(&claim_key, ALONE_CHECK),
+            self.lookup_settled(&coming_key, ALONE_CHECK),
         );
-        if claims.is_empty() && coming.is_empty() {
+        if claims == Some(0) && coming == Some(0) {
             debug!(%digest, "nobody else wants the blob; fetching it at once");
             self.flights.decide(&digest, Decision::Owner);
             self.metrics.transfer.flight(FlightOutcome::owner);
@@ -479,17 +481,16 @@ impl Mirror {
         self.stream(fetch, None, peer, response)
     }
 
-    /// Up to `limit` providers of `key`, found within `timeout` (less when the lookup ends
-    /// sooner).
-    async fn lookup(&self, key: &Key, limit: usize, timeout: Duration) -> Vec<Provider> {
+    /// How many providers of `key` a lookup found (at most one is waited for), if it ended
+    /// within `timeout`; `None` when it was still running.
+    async fn lookup_settled(&self, key: &Key, timeout: Duration) -> Option<usize> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut found = Vec::new();
-        if let Some(mut providers) = self.resolver.resolve(key, limit).await {
-            while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
-                found.push(p);
-            }
+        let mut providers = self.resolver.resolve(key, 1).await?;
+        match tokio::time::timeout_at(deadline, providers.recv()).await {
+            Ok(Some(_)) => Some(1),
+            Ok(None) => Some(0),
+            Err(_) => None,
         }
-        found
     }
 
     /// Up to `limit` providers of `key`, collected for `duration` (the whole of it, even

@@ -90,6 +90,8 @@ pub fn ranked(digest: &Digest, n: usize) -> Vec<PeerId> {
 pub struct Script {
     local: PeerId,
     answers: Arc<Mutex<HashMap<Key, Vec<Provider>>>>,
+    /// Lookups of these keys end only after this long (a busy DHT).
+    slow: Arc<Mutex<HashMap<Key, Duration>>>,
 }
 
 impl Script {
@@ -98,12 +100,19 @@ impl Script {
         Script {
             local,
             answers: Arc::default(),
+            slow: Arc::default(),
         }
     }
 
     /// From now on, lookups of `key` find `providers`, in this order.
     pub fn provide(&self, key: Key, providers: Vec<Provider>) {
         self.answers.lock().unwrap().insert(key, providers);
+    }
+
+    /// From now on, lookups of `key` end (having found what [`Script::provide`] gave)
+    /// only `after` this long.
+    pub fn end_lookups_after(&self, key: Key, after: Duration) {
+        self.slow.lock().unwrap().insert(key, after);
     }
 }
 
@@ -119,6 +128,12 @@ impl Resolver for Script {
         let (tx, rx) = mpsc::channel(providers.len().max(1));
         for provider in providers.into_iter().take(limit) {
             tx.try_send(provider).unwrap();
+        }
+        if let Some(after) = self.slow.lock().unwrap().get(key).copied() {
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                drop(tx);
+            });
         }
         Box::pin(async move { Some(rx) })
     }

@@ -5,6 +5,8 @@
 
 use std::net::Ipv4Addr;
 
+use crate::containerd::Snapshotter;
+
 /// Which mirror, if any, a node's `hosts.toml` lists before the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MirrorMode {
@@ -26,6 +28,8 @@ pub struct ClusterOptions {
     pub mirror: MirrorMode,
     /// Arguments passed to every spegel-node ([`MirrorMode::Spegel`] only).
     pub node_args: Vec<String>,
+    /// Where each node's containerd unpacks images.
+    pub snapshotter: Snapshotter,
 }
 
 impl ClusterOptions {
@@ -35,6 +39,7 @@ impl ClusterOptions {
             nodes,
             mirror,
             node_args: Vec::new(),
+            snapshotter: Snapshotter::default(),
         }
     }
 }

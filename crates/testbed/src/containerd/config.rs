@@ -46,6 +46,29 @@ impl Layout {
     }
 }
 
+/// Where containerd unpacks images: the CRI `snapshotter` and `ctr`'s `--snapshotter`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Snapshotter {
+    /// Plain directories; each layer's snapshot starts as a full copy of its parent, so
+    /// unpacking an image of L layers copies its bytes about L/2 times. Works on any
+    /// filesystem, mounts nothing: the testbed's default.
+    #[default]
+    Native,
+    /// What Kubernetes nodes run: a directory per layer, stacked by overlay mounts, no
+    /// copies. Needs a filesystem that can hold overlay upper dirs (ext4, xfs; /tmp here).
+    Overlayfs,
+}
+
+impl Snapshotter {
+    /// The plugin's name in configs and on `ctr`'s command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Native => "native",
+            Self::Overlayfs => "overlayfs",
+        }
+    }
+}
+
 /// Plugins that cannot work here (no such filesystems), would only add noise, or would
 /// share a machine-wide socket between instances (NRI, on by default in 2.x). Names a
 /// build does not have are ignored.
@@ -67,12 +90,17 @@ const DISABLED_PLUGINS: &[&str] = &[
 /// CRI in 2.x pulls through the transfer service, which unpacks only for the
 /// platform/snapshotter pairs listed there (overlayfs and erofs by default); without the
 /// entry every pull fails with "no unpack platforms defined".
-pub(super) fn render(layout: &Layout, version: u8, transfer_unpack: bool) -> String {
+pub(super) fn render(
+    layout: &Layout,
+    version: u8,
+    transfer_unpack: bool,
+    snapshotter: Snapshotter,
+) -> String {
     let path = |p: &Path| toml_string(&p.to_string_lossy());
     let mut cri = if version >= 3 {
-        cri_v3(layout)
+        cri_v3(layout, snapshotter)
     } else {
-        cri_v2(layout)
+        cri_v2(layout, snapshotter)
     };
     if transfer_unpack {
         // overlayfs too: containerd 2.x does not carry a version 2 config's
@@ -123,7 +151,7 @@ disabled_plugins = [{disabled}]
 }
 
 /// The CRI plugin in a version 2 config: one `io.containerd.grpc.v1.cri` section.
-fn cri_v2(layout: &Layout) -> String {
+fn cri_v2(layout: &Layout, snapshotter: Snapshotter) -> String {
     let path = |p: &Path| toml_string(&p.to_string_lossy());
     format!(
         r#"
@@ -137,7 +165,7 @@ fn cri_v2(layout: &Layout) -> String {
       conf_dir = {cni_conf}
 
     [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "native"
+      snapshotter = "{snapshotter}"
       discard_unpacked_layers = false
 
     [plugins."io.containerd.grpc.v1.cri".registry]
@@ -146,17 +174,18 @@ fn cri_v2(layout: &Layout) -> String {
         cni_bin = path(&layout.dir.join("cni/bin")),
         cni_conf = path(&layout.dir.join("cni/net.d")),
         hosts = path(&layout.hosts_dir),
+        snapshotter = snapshotter.name(),
     )
 }
 
 /// The CRI plugins in a version 3 config: images (snapshotter, layers, registry hosts),
 /// runtime (CNI) and the server (streaming).
-fn cri_v3(layout: &Layout) -> String {
+fn cri_v3(layout: &Layout, snapshotter: Snapshotter) -> String {
     let path = |p: &Path| toml_string(&p.to_string_lossy());
     format!(
         r#"
   [plugins."io.containerd.cri.v1.images"]
-    snapshotter = "native"
+    snapshotter = "{snapshotter}"
     discard_unpacked_layers = false
 
     [plugins."io.containerd.cri.v1.images".registry]
@@ -175,6 +204,7 @@ fn cri_v3(layout: &Layout) -> String {
         cni_bin = path(&layout.dir.join("cni/bin")),
         cni_conf = path(&layout.dir.join("cni/net.d")),
         hosts = path(&layout.hosts_dir),
+        snapshotter = snapshotter.name(),
     )
 }
 
@@ -221,7 +251,7 @@ mod tests {
     fn every_path_in_the_config_stays_inside_the_instance_dir() {
         let layout = Layout::new(Path::new("/tmp/ctd-abc"));
         for version in [2, 3] {
-            let config = render(&layout, version, true);
+            let config = render(&layout, version, true, Snapshotter::Native);
 
             let paths: Vec<&str> = config
                 .split('"')
@@ -241,7 +271,7 @@ mod tests {
     #[test]
     fn the_config_uses_native_snapshotter_and_keeps_layers() {
         for version in [2, 3] {
-            let config = render(&Layout::new(Path::new("/tmp/x")), version, false);
+            let config = render(&Layout::new(Path::new("/tmp/x")), version, false, Snapshotter::Native);
             assert!(config.starts_with(&format!("version = {version}\n")));
             assert!(config.contains(r#"snapshotter = "native""#));
             assert!(config.contains("discard_unpacked_layers = false"));
@@ -251,8 +281,22 @@ mod tests {
     }
 
     #[test]
+    fn overlayfs_is_named_in_both_config_versions() {
+        for version in [2, 3] {
+            let config = render(
+                &Layout::new(Path::new("/tmp/x")),
+                version,
+                false,
+                Snapshotter::Overlayfs,
+            );
+            assert!(config.contains(r#"snapshotter = "overlayfs""#), "{config}");
+            assert!(!config.contains(r#"snapshotter = "native""#), "{config}");
+        }
+    }
+
+    #[test]
     fn version_3_puts_image_settings_in_the_cri_images_plugin() {
-        let config = render(&Layout::new(Path::new("/tmp/x")), 3, true);
+        let config = render(&Layout::new(Path::new("/tmp/x")), 3, true, Snapshotter::Native);
         assert!(config.contains("unpack_config"));
         assert!(config.contains(r#"[plugins."io.containerd.cri.v1.images".registry]"#));
         assert!(!config.contains(r#"[plugins."io.containerd.grpc.v1.cri".registry]"#));

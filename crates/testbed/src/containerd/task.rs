@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::Result;
 
-use super::{Containerd, K8S_NAMESPACE};
+use super::{Containerd, K8S_NAMESPACE, Snapshotter};
 use crate::netns::Host;
 
 /// How a container runs.
@@ -25,8 +25,8 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    fn ctr_args(&self) -> Vec<String> {
-        let mut args = vec!["--snapshotter".to_owned(), "native".to_owned()];
+    fn ctr_args(&self, snapshotter: Snapshotter) -> Vec<String> {
+        let mut args = vec!["--snapshotter".to_owned(), snapshotter.name().to_owned()];
         if self.read_only {
             args.push("--read-only".to_owned());
         }
@@ -103,11 +103,12 @@ fn unique_id(id: &str) -> String {
 }
 
 impl Containerd {
-    /// Imports an OCI or Docker archive (`ctr images import`), unpacked for the native
-    /// snapshotter the testbed uses.
+    /// Imports an OCI or Docker archive (`ctr images import`), unpacked into this
+    /// containerd's snapshotter.
     pub async fn import(&self, archive: &Path) -> Result<()> {
         let archive = archive.to_string_lossy();
-        self.ctr(&["images", "import", "--snapshotter", "native", &archive])
+        let snapshotter = self.snapshotter.name();
+        self.ctr(&["images", "import", "--snapshotter", snapshotter, &archive])
             .await?;
         Ok(())
     }
@@ -122,7 +123,7 @@ impl Containerd {
         args: &[&str],
     ) -> Result<String> {
         let mut ctr_args = vec!["run".to_owned(), "--rm".to_owned()];
-        ctr_args.extend(options.ctr_args());
+        ctr_args.extend(options.ctr_args(self.snapshotter));
         ctr_args.extend([image.to_owned(), unique_id(id)]);
         ctr_args.extend(args.iter().map(|&arg| arg.to_owned()));
         let ctr_args: Vec<&str> = ctr_args.iter().map(String::as_str).collect();
@@ -145,7 +146,7 @@ impl Containerd {
             "--log-uri".to_owned(),
             format!("file://{}", log.display()),
         ];
-        ctr_args.extend(options.ctr_args());
+        ctr_args.extend(options.ctr_args(self.snapshotter));
         let id = unique_id(id);
         ctr_args.extend([image.to_owned(), id.clone()]);
         ctr_args.extend(args.iter().map(|&arg| arg.to_owned()));

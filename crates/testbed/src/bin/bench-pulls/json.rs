@@ -37,6 +37,9 @@ pub fn json(
                 "advertisement_wait_seconds": m.waited.as_secs_f64(),
                 "upstream_blob_bytes": m.upstream_bytes,
                 "peak_spegel_rss_bytes": m.peak_rss,
+                "containerd_cpu_seconds": m.cpu.containerd_seconds,
+                "spegel_cpu_seconds": m.cpu.spegel_seconds,
+                "machine_busy_share": m.cpu.machine_busy,
                 "limit_seconds": physical_limit(args, w),
             })
         })
@@ -61,6 +64,7 @@ pub fn json(
         "upstream_mbit": args.upstream_mbit,
         "node_mbit": args.node_mbit,
         "batch_percent": args.batch_percent,
+        "snapshotter": args.snapshotter.name(),
         "goals": {
             "create_upstream_multiple": UPSTREAM_GOAL,
             "create_all_nodes_vs_limit": WALL_GOAL,
@@ -83,6 +87,9 @@ fn cell(args: &Args, workloads: &[Workload], cell: &Cell) -> Value {
             "pull_max_seconds": pick(&cell.pull_max),
             "upstream_multiple": pick(&cell.upstream),
             "peak_spegel_rss_bytes": cell.peak_rss.as_ref().map(pick),
+            "cpu_floor_seconds": pick(&cell.cpu_floor),
+            "machine_busy_share": pick(&cell.machine_busy),
+            "spegel_cpu_seconds": pick(&cell.spegel_cpu),
         })
     };
     json!({

@@ -23,6 +23,7 @@
 //! 4. Medians with min–max over the runs in a Markdown page (`pulls.md`), every run in
 //!    `pulls.json` and a plot (`pulls.svg`), written to `--out`.
 
+mod cpu;
 mod json;
 mod machine;
 mod plot;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{ArgAction, Parser, ValueEnum};
+use spegel_testbed::containerd::Snapshotter;
 use spegel_testbed::{ImageSpec, MirrorMode, TestImage};
 
 /// Compares cold image pulls on N nodes: direct, via a pull-through cache, via spegel-node.
@@ -75,6 +77,11 @@ pub struct Args {
     /// Rolling phase: each batch is this percentage of the nodes (at least one node).
     #[arg(long, env = "BENCH_PULLS_BATCH_PERCENT", default_value_t = 20, value_parser = clap::value_parser!(u8).range(1..=100))]
     batch_percent: u8,
+    /// Where each node's containerd unpacks images: overlayfs, as Kubernetes nodes do, or
+    /// native (each layer a full copy of its parent: unpacking, not the network, then
+    /// dominates many-layer images on a small machine).
+    #[arg(long, env = "BENCH_PULLS_SNAPSHOTTER", value_enum, default_value_t = SnapshotterArg::Overlayfs)]
+    snapshotter: SnapshotterArg,
     /// Directory for pulls.md, pulls.json and pulls.svg.
     #[arg(long, env = "BENCH_PULLS_OUT", default_value = "docs/benchmarks")]
     out: PathBuf,
@@ -86,6 +93,27 @@ impl Args {
         (usize::from(nodes) * usize::from(self.batch_percent))
             .div_ceil(100)
             .max(1)
+    }
+}
+
+/// `--snapshotter`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SnapshotterArg {
+    Native,
+    Overlayfs,
+}
+
+impl SnapshotterArg {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        self.snapshotter().name()
+    }
+
+    fn snapshotter(self) -> Snapshotter {
+        match self {
+            Self::Native => Snapshotter::Native,
+            Self::Overlayfs => Snapshotter::Overlayfs,
+        }
     }
 }
 

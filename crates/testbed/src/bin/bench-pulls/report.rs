@@ -129,7 +129,8 @@ fn set_up(page: &mut String, args: &Args) {
          - For each node count, each run ({runs}) and each mode a fresh cluster \
          (nothing cached), the same images and the same shaping; the modes take turns within a \
          run. Images are random bytes in uncompressed tar layers, built locally; each size × \
-         layers × phase is a different image, so every phase starts cold.\n\
+         layers × phase is a different image, so every phase starts cold. containerd unpacks \
+         with the `{snapshotter}` snapshotter.\n\
          - **create**: every node pulls at once (CRI `PullImage`). **rolling**: batches of \
          {pct}% of the nodes ({batches} at a time) pull one after another; with spegel each \
          batch first waits until it can resolve the image's blobs in the DHT (not counted). \
@@ -140,11 +141,17 @@ fn set_up(page: &mut String, args: &Args) {
          start of its batch (nearest rank within a run). *upstream ÷ image*: bytes of blob \
          GETs of this image in the upstream's access log ÷ the image's bytes. *limit*: one \
          copy of the image through the upstream link. *RSS*: the highest `VmHWM` of any \
-         spegel-node during the phase (reset before it).\n",
+         spegel-node during the phase (reset before it). *CPU floor*: the CPU seconds the \
+         nodes' containerd and spegel-node processes used during the phase ÷ the machine's \
+         cores, i.e. how long the phase would take if CPU were its only limit (the upstream \
+         registry and the kernel's network work are not in it). *spegel-node CPU*: the \
+         spegel-node processes' share of those CPU seconds, summed over the nodes. *machine busy*: the share of \
+         all cores busy during the phase, %, counting every process on the machine.\n",
         up = rate(args.upstream_mbit),
         node = rate(args.node_mbit),
         runs = runs(args.runs),
         pct = args.batch_percent,
+        snapshotter = args.snapshotter.name(),
         batches = batches.join(", "),
     );
 }
@@ -185,8 +192,9 @@ fn results(page: &mut String, args: &Args, workloads: &[Workload], cells: &[Cell
         page,
         "## Results on {nodes} nodes\n\n\
          | image | limit | phase | mode | all nodes s | ÷ limit | vs direct | pull p50 s | pull max s \
-         | upstream ÷ image | vs direct | spegel-node RSS MB | goals: bytes ≤ {UPSTREAM_GOAL}× · time ≤ {WALL_GOAL}× limit |\n\
-         |---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+         | upstream ÷ image | vs direct | spegel-node RSS MB | CPU floor s | spegel-node CPU s | machine busy \
+         | goals: bytes ≤ {UPSTREAM_GOAL}× · time ≤ {WALL_GOAL}× limit |\n\
+         |---|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
     );
     let rows = cells
         .iter()
@@ -201,7 +209,7 @@ fn results(page: &mut String, args: &Args, workloads: &[Workload], cells: &[Cell
             .map_or("–".to_owned(), |r| spread(r, 0, 1e6));
         let _ = writeln!(
             page,
-            "| {} | {limit} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {rss} | {} |",
+            "| {} | {limit} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {rss} | {} | {} | {} | {} |",
             image(workload),
             workload.phase.name(),
             cell.mode.name(),
@@ -212,6 +220,9 @@ fn results(page: &mut String, args: &Args, workloads: &[Workload], cells: &[Cell
             spread(&cell.pull_max, 2, 1.0),
             spread(&cell.upstream, 2, 1.0),
             times(cell.upstream_vs_direct),
+            spread(&cell.cpu_floor, 2, 1.0),
+            spread(&cell.spegel_cpu, 2, 1.0),
+            spread(&cell.machine_busy, 0, 0.01),
             verdict(&cell.checks),
         );
     }

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use futures_util::future::join_all;
 use spegel_testbed::{Cluster, ClusterOptions, SpegelNode};
 
+use crate::cpu::{CpuClock, CpuUse};
 use crate::{Args, Mode, Phase, Workload};
 
 /// The repository every benchmark image is pushed to.
@@ -52,6 +53,8 @@ pub struct Measurement {
     pub upstream_bytes: u64,
     /// The highest `VmHWM` of any spegel-node during the phase (spegel only).
     pub peak_rss: Option<u64>,
+    /// CPU the phase used (the cluster's processes, and the machine as a whole).
+    pub cpu: CpuUse,
 }
 
 /// Whether `mode` measures `workload`: the lone-node pull compares direct and spegel only.
@@ -67,6 +70,7 @@ pub async fn run_mode(config: &Config<'_>, workloads: &[Workload]) -> Result<Vec
     } = *config;
     let mut options = ClusterOptions::new(usize::from(nodes), mode.mirror());
     options.node_args = vec!["--log-level".to_owned(), "warn".to_owned()];
+    options.snapshotter = args.snapshotter.snapshotter();
     let cluster = Cluster::start_with(&options)
         .await
         .with_context(|| format!("starting the cluster for mode {}", mode.name()))?;
@@ -173,7 +177,9 @@ async fn at_once(
     let name = cluster.image_name(REPO, &workload.tag);
     reset_peak_rss(cluster);
     let timeout = pull_timeout(config, workload);
+    let clock = CpuClock::start(containerd_pids(cluster), spegel_pids(cluster).collect());
     let (done, wall) = pull_batch(cluster, members, &name, timeout).await?;
+    let cpu = clock.stop();
     Ok(Measurement {
         nodes: config.nodes,
         run: config.run,
@@ -184,6 +190,7 @@ async fn at_once(
         waited: Duration::ZERO,
         upstream_bytes: 0,
         peak_rss: peak_rss(cluster),
+        cpu,
     })
 }
 
@@ -203,12 +210,15 @@ async fn rolling(
     let mut pulls = vec![Duration::ZERO; nodes.len()];
     let mut wall = Duration::ZERO;
     let mut waited = Duration::ZERO;
+    let mut cpu = CpuUse::default();
     reset_peak_rss(cluster);
     for (batch, members) in nodes.chunks(args.batch_size(config.nodes)).enumerate() {
         if batch > 0 && mode == Mode::Spegel {
             waited += wait_until_advertised(cluster, members[0], workload).await?;
         }
+        let clock = CpuClock::start(containerd_pids(cluster), spegel_pids(cluster).collect());
         let (done, took) = pull_batch(cluster, members, &name, timeout).await?;
+        cpu.add(&clock.stop(), took, wall);
         wall += took;
         for (node, took) in done {
             pulls[node] = took;
@@ -224,6 +234,7 @@ async fn rolling(
         waited,
         upstream_bytes: 0,
         peak_rss: peak_rss(cluster),
+        cpu,
     })
 }
 
@@ -303,6 +314,12 @@ fn spegel_pids(cluster: &Cluster) -> impl Iterator<Item = u32> + '_ {
         .nodes
         .iter()
         .filter_map(|node| node.spegel.as_ref().and_then(SpegelNode::pid))
+}
+
+/// The nodes' containerd processes.
+fn containerd_pids(cluster: &Cluster) -> Vec<u32> {
+    let pids = cluster.nodes.iter().filter_map(|node| node.containerd.pid());
+    pids.collect()
 }
 
 /// Resets every spegel-node's peak RSS (`VmHWM`) to its current RSS (`clear_refs` 5), so

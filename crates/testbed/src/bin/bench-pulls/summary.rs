@@ -71,6 +71,13 @@ pub struct Cell {
     pub upstream: Spread,
     /// The peak RSS of any spegel-node, bytes (spegel mode only).
     pub peak_rss: Option<Spread>,
+    /// The cluster's CPU seconds ÷ the machine's cores: the phase's duration if CPU were
+    /// its only limit.
+    pub cpu_floor: Spread,
+    /// Share of the machine's cores busy during the phase (0–1).
+    pub machine_busy: Spread,
+    /// CPU seconds of the spegel-node processes during the phase.
+    pub spegel_cpu: Spread,
     /// Medians ÷ direct mode's medians of the same node count and workload.
     pub wall_vs_direct: Option<f64>,
     pub upstream_vs_direct: Option<f64>,
@@ -161,6 +168,9 @@ fn summarise(
         pull_max: spread(&|m| percentile(&m.pulls, 1.0).as_secs_f64())?,
         upstream: spread(&|m| m.upstream_bytes as f64 / image.bytes.max(1) as f64)?,
         peak_rss: Spread::of(&rss),
+        cpu_floor: spread(&|m| m.cpu.floor(crate::cpu::cores()).as_secs_f64())?,
+        machine_busy: spread(&|m| m.cpu.machine_busy)?,
+        spegel_cpu: spread(&|m| m.cpu.spegel_seconds)?,
         wall_vs_direct: None,
         upstream_vs_direct: None,
         limit: None,
@@ -224,6 +234,11 @@ pub fn made_up(args: &Args, dir: &std::path::Path) -> anyhow::Result<(Vec<Worklo
                     waited: Duration::ZERO,
                     upstream_bytes: workloads[0].bytes * u64::from(run),
                     peak_rss: (mode == Mode::Spegel).then_some(20_000_000),
+                    cpu: crate::cpu::CpuUse {
+                        containerd_seconds: secs,
+                        spegel_seconds: secs / 2.0,
+                        machine_busy: 0.9,
+                    },
                 });
             }
         }
