@@ -13,7 +13,8 @@ use tracing::{debug, warn};
 use crate::Faults;
 use crate::access::{Access, Caller};
 use crate::mirror::{
-    Decision, FLIGHT_HEADER, Fetch, HOLD_HEADER, IN_FLIGHT, Mirror, PEER_HEADER, SOURCE_HEADER,
+    Decision, FLIGHT_HEADER, Fetch, HOLD_HEADER, IDLE, IN_FLIGHT, Mirror, PEER_HEADER,
+    SOURCE_HEADER,
 };
 use crate::response::{self, Body};
 
@@ -340,12 +341,9 @@ impl<S: ContentStore> Registry<S> {
         digest: &Digest,
         head: bool,
     ) -> Result<Response<Body>, Failure> {
-        let unknown = || {
-            Failure::Client(RegistryError::new(
-                ErrorCode::BlobUnknown,
-                format!("blob {digest} is not here"),
-            ))
-        };
+        let not_here =
+            || RegistryError::new(ErrorCode::BlobUnknown, format!("blob {digest} is not here"));
+        let unknown = || Failure::Client(not_here());
         let Some(mirror) = &self.mirror else {
             return Err(unknown());
         };
@@ -363,8 +361,19 @@ impl<S: ContentStore> Registry<S> {
         // Serve a download only once this node knows where its bytes come from: a node
         // that has not decided yet may end up following the asker.
         let decision = mirror.flights().decided(digest, hold).await;
-        if decision.is_none_or(|d| d == Decision::Deciding) {
-            debug!(%digest, ?decision, "not decided who fetches it; not serving it yet");
+        if decision.is_none() {
+            // Our containerd opened the download but has not asked for it (containerd 2.x
+            // opens all layers at once and asks for three at a time): say so, so the asker
+            // does not wait for this node.
+            debug!(%digest, "our containerd has not asked for it yet; not serving it");
+            let mut response = response::error(&not_here(), head);
+            response
+                .headers_mut()
+                .insert(FLIGHT_HEADER, HeaderValue::from_static(IDLE));
+            return Ok(response);
+        }
+        if decision == Some(Decision::Deciding) {
+            debug!(%digest, "not decided who fetches it; not serving it yet");
             return Err(unknown());
         }
         let asker = request

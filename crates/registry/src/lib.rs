@@ -29,8 +29,8 @@ pub use access::{Access, Caller, Cidr, ClientAddr, own_addresses};
 pub use faults::Faults;
 pub use handler::Registry;
 pub use mirror::{
-    BoxFuture, Decision, Flights, HOLD_HEADER, MIRRORED_HEADER, Mirror, MirrorConfig, Resolver,
-    SOURCE_HEADER,
+    BoxFuture, Decision, FLIGHT_HEADER, Flights, HOLD_HEADER, IDLE, MIRRORED_HEADER, Mirror,
+    MirrorConfig, Resolver, SOURCE_HEADER,
 };
 pub use response::Body;
 pub use server::{ServerConfig, serve};

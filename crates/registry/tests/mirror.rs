@@ -21,7 +21,7 @@ use common::{
     ranked, receive,
 };
 use http::{Method, StatusCode};
-use spegel_registry::{HOLD_HEADER, MirrorConfig, SOURCE_HEADER};
+use spegel_registry::{FLIGHT_HEADER, HOLD_HEADER, IDLE, MirrorConfig, SOURCE_HEADER};
 use spegel_routing::{Key, PeerId};
 use tokio::time::Instant;
 
@@ -436,6 +436,38 @@ async fn a_node_takes_over_at_once_when_the_claimant_ranked_above_does_not_serve
     );
     assert_eq!(
         node.metric("spegel_single_flight_total{outcome=\"takeover\"}"),
+        Some(1.0)
+    );
+}
+
+/// containerd 2.x opens every layer's download at once and asks for three at a time: a
+/// claimant ranked above whose containerd has not asked yet answers the probe `idle`, takes
+/// no part in the election, and is not asked to hold the request.
+#[tokio::test(start_paused = true)]
+async fn a_claimant_whose_containerd_has_not_asked_yet_is_left_out_of_the_election() {
+    let (_, digest) = blob(BLOB_LEN, 13);
+    let idle = |_: &Seen| Reply::status(StatusCode::NOT_FOUND).header(FLIGHT_HEADER, IDLE);
+    let (claimant, node) = follower_of(idle, &digest).await;
+    let config = MirrorConfig::default();
+
+    let started = Instant::now();
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+    let took = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "this node fetches it");
+    assert!(
+        took <= config.claim_window + Duration::from_millis(50),
+        "answered after {took:?}"
+    );
+    assert!(
+        claimant
+            .seen()
+            .iter()
+            .all(|s| s.header(HOLD_HEADER).is_none()),
+        "the idle claimant was asked to hold the request"
+    );
+    assert_eq!(
+        node.metric("spegel_single_flight_total{outcome=\"owner\"}"),
         Some(1.0)
     );
 }

@@ -88,6 +88,18 @@ const RESUME_COLLECT: Duration = Duration::from_millis(100);
 /// How long a probe ("have you decided?") of the claimants may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// [`FLIGHT_HEADER`]'s value on a 404 from a node that claims a blob (its containerd opened
+/// the download) but has not been asked for it by its containerd yet.
+pub const IDLE: &str = "idle";
+
+/// What the claimants answered a probe.
+struct Probe {
+    /// Decided claimants to follow: the owners, else their followers.
+    ready: Vec<Provider>,
+    /// Claimants not asked for the blob by their own containerd yet.
+    idle: HashSet<PeerId>,
+}
+
 /// How the mirror behaves.
 #[derive(Debug, Clone)]
 pub struct MirrorConfig {
@@ -421,7 +433,12 @@ impl Mirror {
         let ask = Ask::new(fetch, None);
         // Already decided (a node that missed it earlier): follow without electing anyone.
         if ready.is_empty() {
-            ready = self.probe(fetch, &claimants).await;
+            let probe = self.probe(fetch, &claimants).await;
+            ready = probe.ready;
+            // A claimant whose containerd has not asked for the blob yet does not take part:
+            // containerd 2.x opens every layer's download at once but asks for three at a
+            // time, so electing it would hold this request until its turn comes.
+            claimants.retain(|c| !probe.idle.contains(&c.peer));
         }
         if !ready.is_empty() {
             let mut peers = Peers::fixed(self, ready, &ask);
@@ -507,8 +524,10 @@ impl Mirror {
         found
     }
 
-    /// The claimants that have decided already (they answer a HEAD without holding it).
-    async fn probe(&self, fetch: &Fetch, claimants: &[Provider]) -> Vec<Provider> {
+    /// Asks every claimant, without holding, where it stands: decided (it serves the HEAD),
+    /// idle (it claims the blob, but its containerd has not asked for it yet), or neither
+    /// (deciding, or no answer).
+    async fn probe(&self, fetch: &Fetch, claimants: &[Provider]) -> Probe {
         let probe = Fetch {
             head: true,
             ..fetch.clone()
@@ -518,29 +537,31 @@ impl Mirror {
             .iter()
             .map(|p| {
                 let ask = &ask;
-                async move { (p, self.request(p, ask).await) }
+                async move { (p, self.send(p, ask).await) }
             })
             .collect();
-        let (mut owners, mut followers) = (Vec::new(), Vec::new());
+        let (mut owners, mut followers, mut idle) = (Vec::new(), Vec::new(), HashSet::new());
         let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
         while let Ok(Some((provider, answer))) =
             tokio::time::timeout_at(deadline, asking.next()).await
         {
-            match answer {
-                Ok(r)
-                    if r.headers()
-                        .get(FLIGHT_HEADER)
-                        .is_some_and(|v| v == "following") =>
-                {
+            let Ok(answer) = answer else { continue };
+            let flight = answer.headers().get(FLIGHT_HEADER);
+            match answer.status() {
+                StatusCode::OK if flight.is_some_and(|v| v == "following") => {
                     followers.push(provider.clone());
                 }
-                Ok(_) => owners.push(provider.clone()),
-                Err(_) => {}
+                StatusCode::OK => owners.push(provider.clone()),
+                _ if flight.is_some_and(|v| v == IDLE) => {
+                    idle.insert(provider.peer);
+                }
+                _ => {}
             }
         }
         // Follow the node that fetches it rather than one of its followers: a chain breaks
         // in more places, and its links fail one after the other.
-        if owners.is_empty() { followers } else { owners }
+        let ready = if owners.is_empty() { followers } else { owners };
+        Probe { ready, idle }
     }
 
     /// The response for a peer's answer to a blob request: streamed through a [`Transfer`]
@@ -617,8 +638,33 @@ impl Mirror {
         }
     }
 
-    /// Sends one request to `peer` and waits (bounded) for its response headers.
+    /// Sends one request to `peer` and waits (bounded) for response headers with the status
+    /// (and `Content-Range`) the ask expects.
     async fn request(&self, peer: &Provider, ask: &Ask<'_>) -> Result<Response<Incoming>, String> {
+        let response = self.send(peer, ask).await?;
+        let expected = if ask.range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if response.status() != expected {
+            return Err(format!("answered {}", response.status()));
+        }
+        if let Some(range) = &ask.range {
+            let asked = range_start(range);
+            let got = content_range_start(response.headers());
+            if asked.is_none() || asked != got {
+                return Err(format!(
+                    "answered range {got:?} for {range} (wrong Content-Range)"
+                ));
+            }
+        }
+        Ok(response)
+    }
+
+    /// Sends one request to `peer` and waits (bounded) for its response headers, whatever
+    /// their status.
+    async fn send(&self, peer: &Provider, ask: &Ask<'_>) -> Result<Response<Incoming>, String> {
         let fetch = ask.fetch;
         let uri = format!("http://{}{}", peer.registry, fetch.path_and_query);
         let method = if fetch.head {
@@ -647,23 +693,6 @@ impl Mirror {
         .await
         .map_err(|_| "no response headers in time".to_owned())?
         .map_err(|e| e.to_string())?;
-        let expected = if ask.range.is_some() {
-            StatusCode::PARTIAL_CONTENT
-        } else {
-            StatusCode::OK
-        };
-        if response.status() != expected {
-            return Err(format!("answered {}", response.status()));
-        }
-        if let Some(range) = &ask.range {
-            let asked = range_start(range);
-            let got = content_range_start(response.headers());
-            if asked.is_none() || asked != got {
-                return Err(format!(
-                    "answered range {got:?} for {range} (wrong Content-Range)"
-                ));
-            }
-        }
         Ok(response)
     }
 }

@@ -271,7 +271,12 @@ mod tests {
     #[test]
     fn the_config_uses_native_snapshotter_and_keeps_layers() {
         for version in [2, 3] {
-            let config = render(&Layout::new(Path::new("/tmp/x")), version, false, Snapshotter::Native);
+            let config = render(
+                &Layout::new(Path::new("/tmp/x")),
+                version,
+                false,
+                Snapshotter::Native,
+            );
             assert!(config.starts_with(&format!("version = {version}\n")));
             assert!(config.contains(r#"snapshotter = "native""#));
             assert!(config.contains("discard_unpacked_layers = false"));
@@ -296,7 +301,12 @@ mod tests {
 
     #[test]
     fn version_3_puts_image_settings_in_the_cri_images_plugin() {
-        let config = render(&Layout::new(Path::new("/tmp/x")), 3, true, Snapshotter::Native);
+        let config = render(
+            &Layout::new(Path::new("/tmp/x")),
+            3,
+            true,
+            Snapshotter::Native,
+        );
         assert!(config.contains("unpack_config"));
         assert!(config.contains(r#"[plugins."io.containerd.cri.v1.images".registry]"#));
         assert!(!config.contains(r#"[plugins."io.containerd.grpc.v1.cri".registry]"#));

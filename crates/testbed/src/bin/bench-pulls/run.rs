@@ -318,7 +318,10 @@ fn spegel_pids(cluster: &Cluster) -> impl Iterator<Item = u32> + '_ {
 
 /// The nodes' containerd processes.
 fn containerd_pids(cluster: &Cluster) -> Vec<u32> {
-    let pids = cluster.nodes.iter().filter_map(|node| node.containerd.pid());
+    let pids = cluster
+        .nodes
+        .iter()
+        .filter_map(|node| node.containerd.pid());
     pids.collect()
 }
 
