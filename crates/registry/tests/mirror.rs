@@ -454,7 +454,11 @@ async fn a_claimant_whose_containerd_has_not_asked_yet_is_left_out_of_the_electi
     let response = get(node.addr, &blob_path(&digest), &[]).await;
     let took = started.elapsed();
 
-    assert_eq!(response.status(), StatusCode::NOT_FOUND, "this node fetches it");
+    assert_eq!(
+        response.status(),
+        StatusCode::NOT_FOUND,
+        "this node fetches it"
+    );
     assert!(
         took <= config.claim_window + Duration::from_millis(50),
         "answered after {took:?}"
