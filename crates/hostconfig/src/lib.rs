@@ -18,11 +18,13 @@ mod error;
 mod hosts;
 mod mirror;
 mod preflight;
+mod slots;
 mod target;
 
 pub use error::{Error, Result};
 pub use mirror::{Action, Change, MirrorConfig, cleanup, configure};
 pub use preflight::{Preflight, Problem, preflight};
+pub use slots::{RECOMMENDED_SLOTS, download_slot_advice};
 pub use target::{DEFAULT_DIR, MirrorTarget, UpstreamRegistry};
 
 /// The file containerd reads in each registry directory.

@@ -136,12 +136,20 @@ const V3: Keys = Keys {
 };
 
 /// A parsed config file.
-struct File {
-    path: PathBuf,
-    doc: DocumentMut,
+pub(crate) struct File {
+    pub(crate) path: PathBuf,
+    pub(crate) doc: DocumentMut,
 }
 
 impl File {
+    /// The `version` the file declares (1 when it has none).
+    pub(crate) fn version(&self) -> i64 {
+        self.doc
+            .get("version")
+            .and_then(Item::as_integer)
+            .unwrap_or(1)
+    }
+
     fn keys(&self) -> &'static Keys {
         match self.doc.get("version").and_then(Item::as_integer) {
             Some(3) => &V3,
@@ -211,7 +219,7 @@ pub fn preflight(config: &Path, hosts_dir: &Path) -> Result<Preflight> {
 }
 
 /// `config` and every file it imports, in containerd's load order (breadth first).
-fn load(config: &Path) -> Result<Vec<File>> {
+pub(crate) fn load(config: &Path) -> Result<Vec<File>> {
     let mut files = Vec::new();
     let mut pending = vec![config.to_owned()];
     let mut seen = HashSet::new();
@@ -301,7 +309,7 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 }
 
 /// The item at `path` below `item`, through tables, dotted keys and inline tables alike.
-fn lookup<'a>(item: &'a Item, path: &[&str]) -> Option<&'a Item> {
+pub(crate) fn lookup<'a>(item: &'a Item, path: &[&str]) -> Option<&'a Item> {
     path.iter()
         .try_fold(item, |item, key| item.as_table_like()?.get(key))
 }

@@ -28,6 +28,9 @@ pub fn preflight(args: &HostArgs) -> anyhow::Result<()> {
     match spegel_hostconfig::preflight(config, &args.containerd_registry_config_path) {
         Ok(Preflight::Passed { decided_by }) => {
             info!(config = %decided_by.display(), "containerd config suits spegel");
+            if let Some(advice) = spegel_hostconfig::download_slot_advice(config) {
+                warn!("{advice}");
+            }
             Ok(())
         }
         Ok(Preflight::NoConfigFile) => {
