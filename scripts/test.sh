@@ -32,6 +32,7 @@ matrix_tests=(
   --test metrics             # registry metrics and the textfile
   --test image               # the image build-image.sh packs, run with ctr run
   --test daemonset           # the DaemonSet's pods on two nodes, mirroring between them
+  --test cold_pull           # many nodes pulling one image at once (2.x: with 10 download slots)
 )
 for version in 1.7.24 2.1.9; do
   echo "== cargo test, containerd $version (matrix leg)"

@@ -69,6 +69,10 @@ impl Snapshotter {
     }
 }
 
+/// containerd 2.x's download slots (`max_concurrent_downloads`), as the operator guide
+/// recommends for it; 1.6 and 1.7 keep their default (3).
+const SLOTS_2X: u32 = 10;
+
 /// Plugins that cannot work here (no such filesystems), would only add noise, or would
 /// share a machine-wide socket between instances (NRI, on by default in 2.x). Names a
 /// build does not have are ignored.
@@ -86,7 +90,8 @@ const DISABLED_PLUGINS: &[&str] = &[
 /// migrates it) or 3 (containerd 2.x's own, with the CRI plugin split into
 /// `io.containerd.cri.v1.images` and `io.containerd.cri.v1.runtime`).
 ///
-/// `transfer_unpack` adds `native` and `overlayfs` entries to the transfer service's `unpack_config`:
+/// `transfer_unpack` (containerd 2.x) sets the transfer service's download slots and adds
+/// `native` and `overlayfs` entries to its `unpack_config`:
 /// CRI in 2.x pulls through the transfer service, which unpacks only for the
 /// platform/snapshotter pairs listed there (overlayfs and erofs by default); without the
 /// entry every pull fails with "no unpack platforms defined".
@@ -103,6 +108,12 @@ pub(super) fn render(
         cri_v2(layout, snapshotter)
     };
     if transfer_unpack {
+        // containerd 2.x: download slots as the operator guide recommends (3, the default,
+        // makes the cold-pull single flight fetch layers twice; see `spegel_hostconfig`'s
+        // `download_slot_advice`).
+        cri.push_str(&format!(
+            "\n  [plugins.\"io.containerd.transfer.v1.local\"]\n    max_concurrent_downloads = {SLOTS_2X}\n"
+        ));
         // overlayfs too: containerd 2.x does not carry a version 2 config's
         // `containerd.snapshotter` over and unpacks into its default, overlayfs.
         for snapshotter in ["native", "overlayfs"] {
@@ -185,6 +196,7 @@ fn cri_v3(layout: &Layout, snapshotter: Snapshotter) -> String {
     format!(
         r#"
   [plugins."io.containerd.cri.v1.images"]
+    max_concurrent_downloads = {SLOTS_2X}
     snapshotter = "{snapshotter}"
     discard_unpacked_layers = false
 
@@ -308,6 +320,7 @@ mod tests {
             Snapshotter::Native,
         );
         assert!(config.contains("unpack_config"));
+        assert_eq!(config.matches("max_concurrent_downloads = 10").count(), 2);
         assert!(config.contains(r#"[plugins."io.containerd.cri.v1.images".registry]"#));
         assert!(!config.contains(r#"[plugins."io.containerd.grpc.v1.cri".registry]"#));
     }
