@@ -168,6 +168,14 @@ async fn nodes_join_through_the_bootstrapper_even_when_it_comes_up_late() -> Res
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // The tag's record can arrive after the layer's (whose download claim is listed from the
+    // start): wait until node 3 resolves the tag through a peer, as its containerd will.
+    let tag = format!("/v2/boot/img/manifests/v1?ns={}", cluster.upstream.host());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.nodes[2].get(&tag).await.map(|r| r.status).ok() != Some(200) {
+        ensure!(Instant::now() < deadline, "node 3 never resolved the tag");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     cluster.upstream.stop().await?;
     cluster.nodes[2].containerd.cri_pull(&name).await?;
     stop.cancel();
