@@ -37,7 +37,8 @@ const REMEMBER: Duration = Duration::from_secs(120);
 /// This node's part in the download of one blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// In the claim window: it does not know yet who fetches the blob.
+    /// Its containerd asked for the blob and it does not know yet where the bytes come
+    /// from (looking for a complete copy, or in the claim window).
     Deciding,
     /// Its containerd fetches the blob from the upstream.
     Owner,

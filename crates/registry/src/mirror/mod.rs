@@ -373,12 +373,29 @@ impl Mirror {
             return None;
         }
         let ask = Ask::new(&fetch, range);
+        // From the moment containerd asks, this node takes part in the blob's single flight:
+        // a peer probing it now hears "deciding", not "idle".
+        let claiming = range.is_none() && self.config.single_flight;
+        if claiming {
+            self.flights.decide(&digest, Decision::Deciding);
+        }
         let response = match Peers::resolve(self, &fetch.key, &ask).await {
             Some(mut peers) => match peers.first_answer(self, &ask).await {
-                Some((peer, response)) => self.stream(&fetch, range, peer, response),
-                None => None,
+                Some((peer, response)) => {
+                    if claiming {
+                        self.flights.follow(&digest, peer.peer);
+                    }
+                    self.stream(&fetch, range, peer, response)
+                }
+                None => {
+                    if claiming {
+                        // containerd goes upstream for it.
+                        self.flights.decide(&digest, Decision::Owner);
+                    }
+                    None
+                }
             },
-            None if range.is_none() && self.config.single_flight => self.claim(&fetch).await,
+            None if claiming => self.claim(&fetch).await,
             None => None,
         };
         match response {
