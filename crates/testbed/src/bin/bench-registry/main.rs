@@ -16,10 +16,13 @@
 //!    goes first, read by the same in-process hyper client that counts and drops bytes.
 //! 5. `--streams` concurrent GETs of the smaller blob from spegel-node while its `VmRSS`
 //!    is sampled; then its `VmHWM`. The same load against nginx, for its throughput.
+//! 6. `--proxied-rounds` GETs of the smaller blob from the node and through a second node
+//!    that streams it from the first (see `proxied.rs`).
 
 mod blob;
 mod load;
 mod nginx;
+mod proxied;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -57,6 +60,10 @@ struct Args {
     /// Size of the blob each concurrent GET fetches, in MiB.
     #[arg(long, env = "BENCH_STREAM_BLOB_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_BLOB_MIB))]
     stream_blob_mib: u64,
+    /// Rounds of one GET of the smaller blob direct from the node and through a second
+    /// node (one peer hop); 0 skips this part.
+    #[arg(long, env = "BENCH_PROXIED_ROUNDS", default_value_t = 5)]
+    proxied_rounds: u32,
     /// How often spegel-node's VmRSS is sampled, in milliseconds.
     #[arg(long, env = "BENCH_RSS_INTERVAL_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     rss_interval_ms: u64,
@@ -144,7 +151,8 @@ async fn run(args: &Args) -> Result<()> {
         started.elapsed()
     );
 
-    let node = SpegelNode::start_binary(&binary, &containerd, &[]).await?;
+    let router = spegel_testbed::port::free_loopback_addr()?.to_string();
+    let node = SpegelNode::start_binary(&binary, &containerd, &["--router-addr", &router]).await?;
     let pid = node.pid().context("spegel-node has no pid")?;
     let nginx = Nginx::start(&containerd.content_path()).await?;
     let spegel = Server {
@@ -176,6 +184,14 @@ async fn run(args: &Args) -> Result<()> {
     single_blob(args, &blob, &spegel, &reference).await?;
     concurrent_streams(args, &stream_blob, &spegel, &reference).await?;
     drop(nginx);
+    if args.proxied_rounds > 0 {
+        let holder = proxied::Holder {
+            containerd: &containerd,
+            router: &router,
+            server: &spegel,
+        };
+        proxied::run(&binary, &holder, &stream_blob, args.proxied_rounds).await?;
+    }
     drop(node);
     Ok(())
 }
