@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 use spegel_testbed::{Containerd, SpegelNode, http};
 
 use crate::blob::StoredBlob;
-use crate::{Measured, median_and_best};
+use crate::{Measured, median_and_best, spread};
 
 /// The upstream registry the image claims to come from (the `ns` containerd would send).
 const REGISTRY: &str = "bench.example";
@@ -127,16 +127,6 @@ pub async fn run(binary: &Path, holder: &Holder<'_>, blob: &StoredBlob, rounds: 
     );
     drop(proxy_node);
     Ok(())
-}
-
-/// Median, min and max.
-fn spread(figures: impl Iterator<Item = f64>) -> (f64, f64, f64) {
-    let mut sorted: Vec<f64> = figures.collect();
-    sorted.sort_by(f64::total_cmp);
-    let median = median_and_best(sorted.iter().copied()).median;
-    let min = sorted.first().copied().unwrap_or(0.0);
-    let max = sorted.last().copied().unwrap_or(0.0);
-    (median, min, max)
 }
 
 /// Waits until the proxying node answers a HEAD of the blob (it found the holder).
