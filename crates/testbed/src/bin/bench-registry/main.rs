@@ -15,8 +15,8 @@
 //! 4. `--rounds` rounds of one GET of the whole blob from each server, alternating which
 //!    goes first, read by the same in-process hyper client that counts and drops bytes.
 //! 5. `--stream-runs` batches of `--streams` concurrent GETs of the smaller blob from
-//!    spegel-node while its `VmRSS` is sampled; then its `VmHWM`. As many batches against
-//!    nginx, for its throughput.
+//!    spegel-node, each followed by the same batch against nginx, while spegel-node's
+//!    `VmRSS` is sampled; then its `VmHWM`.
 //! 6. `--proxied-rounds` GETs of the smaller blob from the node and through a second node
 //!    that streams it from the first (see `proxied.rs`).
 
@@ -273,8 +273,8 @@ async fn single_blob(
     Ok(())
 }
 
-/// `--stream-runs` batches of `--streams` concurrent GETs from spegel-node while its RSS is
-/// sampled, then as many against nginx for comparison.
+/// `--stream-runs` batches of `--streams` concurrent GETs from spegel-node and from nginx,
+/// alternating, while spegel-node's RSS is sampled.
 async fn concurrent_streams(
     args: &Args,
     blob: &StoredBlob,
@@ -288,7 +288,9 @@ async fn concurrent_streams(
         .context("spegel-node has no pid")?;
     let idle = load::status_bytes(pid, "VmRSS")?;
     let sampler = RssSampler::start(pid, Duration::from_millis(args.rss_interval_ms));
-    let mut spegel_runs = Vec::new();
+    // Batches alternate between the servers (nginx's are short of spegel-node's RSS only
+    // in what spegel-node holds idle), so drifts in machine load hit both alike.
+    let (mut spegel_runs, mut nginx_runs) = (Vec::new(), Vec::new());
     let mut result = Ok(());
     for _ in 0..args.stream_runs {
         match streams(args, blob, spegel).await {
@@ -298,14 +300,17 @@ async fn concurrent_streams(
                 break;
             }
         }
+        match streams(args, blob, nginx).await {
+            Ok(measured) => nginx_runs.push(measured),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
     }
     let samples = sampler.finish().await?;
     result?;
     let hwm = load::status_bytes(pid, "VmHWM")?;
-    let mut nginx_runs = Vec::new();
-    for _ in 0..args.stream_runs {
-        nginx_runs.push(streams(args, blob, nginx).await?);
-    }
     println!();
     println!(
         "## {} concurrent GETs of a {} MiB blob, {} runs (median; min–max)",
@@ -332,7 +337,7 @@ async fn concurrent_streams(
         );
     }
     println!(
-        "spegel-node VmRSS: idle before {}; peak sampled every {} ms ({} samples) {}; VmHWM over the process's life {}",
+        "spegel-node VmRSS: idle before {}; peak sampled every {} ms ({} samples, over all batches) {}; VmHWM over the process's life {}",
         megabytes(idle),
         args.rss_interval_ms,
         samples.count,
