@@ -288,8 +288,8 @@ async fn concurrent_streams(
         .context("spegel-node has no pid")?;
     let idle = load::status_bytes(pid, "VmRSS")?;
     let sampler = RssSampler::start(pid, Duration::from_millis(args.rss_interval_ms));
-    // Batches alternate between the servers (nginx's are short of spegel-node's RSS only
-    // in what spegel-node holds idle), so drifts in machine load hit both alike.
+    // Batches alternate between the servers, so drifts in machine load hit both alike (the
+    // RSS sampled during nginx's batches is spegel-node's idle RSS).
     let (mut spegel_runs, mut nginx_runs) = (Vec::new(), Vec::new());
     let mut result = Ok(());
     for _ in 0..args.stream_runs {
