@@ -479,3 +479,51 @@ async fn blobs_held_as_files_are_sent_from_them_whole_ranged_and_kept_alive() {
     assert_eq!(version.body, b"{}");
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_sent_file_is_dropped_after_the_write_stall() {
+    let data = vec![5u8; 64 << 20];
+    let digest = Digest::sha256_of(&data);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(digest.hex()), &data).unwrap();
+    let store = FileStore {
+        dir: Arc::new(dir),
+        sizes: Arc::new(HashMap::from([(digest.clone(), data.len() as u64)])),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig {
+        timeouts: spegel_serve::Timeouts {
+            write_stall: std::time::Duration::from_millis(300),
+            ..spegel_serve::Timeouts::default()
+        },
+        ..ServerConfig::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        Registry::new(store),
+        config,
+        shutdown.clone(),
+    ));
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /v2/x/blobs/{digest} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read nothing while the socket buffers fill and the server's sendfile stalls.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut sink = vec![0; 1 << 20];
+        let mut total = 0usize;
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the server closed the stalled connection");
+    assert!(drained < data.len(), "got the whole blob: {drained} bytes");
+    shutdown.cancel();
+}
