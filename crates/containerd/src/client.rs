@@ -235,6 +235,19 @@ impl ContentStore for Containerd {
         self.read_over_grpc(digest, first, len).await
     }
 
+    async fn open_file(&self, digest: &Digest) -> Option<std::fs::File> {
+        let path = self.blob_path(digest)?;
+        let opened = tokio::task::spawn_blocking(move || std::fs::File::open(&path)).await;
+        match opened {
+            Ok(Ok(file)) => Some(file),
+            Ok(Err(e)) => {
+                debug!(error = %e, "content file not openable, streaming it instead");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     fn in_flight(&self, digest: &Digest) -> Option<u64> {
         Some(self.ingests.as_ref()?.get(digest)?.total)
     }

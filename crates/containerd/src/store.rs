@@ -37,6 +37,17 @@ pub trait ContentStore: Clone + Send + Sync + 'static {
         len: u64,
     ) -> impl Future<Output = Result<BlobStream>> + Send;
 
+    /// The content file of the blob with `digest`, opened for reading, so the registry can
+    /// hand it to the kernel (`sendfile`) instead of streaming it through [`read`]. `None`
+    /// when the store has no file for it (no content directory, or the file cannot be
+    /// opened): the caller then uses [`read`].
+    ///
+    /// [`read`]: ContentStore::read
+    fn open_file(&self, digest: &Digest) -> impl Future<Output = Option<std::fs::File>> + Send {
+        let _ = digest;
+        std::future::ready(None)
+    }
+
     /// Whether the blob with `digest` is known to be a manifest or an index, so that reading
     /// it whole as one is worth it (a client asking for a layer by a manifest URL must not
     /// make the node buffer layers). Stores that cannot tell answer `true`; the manifest

@@ -17,6 +17,7 @@ use crate::mirror::{
     SOURCE_HEADER,
 };
 use crate::response::{self, Body};
+use crate::sendfile::Sendfile;
 
 /// Manifests larger than this are not manifests (distribution refuses to store them).
 const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
@@ -300,11 +301,14 @@ impl<S: ContentStore> Registry<S> {
         let body = if head || len == 0 {
             response::empty()
         } else {
-            let stream = self
-                .store
-                .read(digest, first, len)
-                .await
-                .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?;
+            let stream = match self.zero_copy(request, digest, first, len).await {
+                Some(stream) => stream,
+                None => self
+                    .store
+                    .read(digest, first, len)
+                    .await
+                    .map_err(|e| Failure::Store(e, ErrorCode::BlobUnknown))?,
+            };
             match &self.mirror {
                 Some(mirror) if caller(request) == Caller::Client => {
                     response::stream(mirror.count_local(stream))
@@ -330,6 +334,21 @@ impl<S: ContentStore> Registry<S> {
 }
 
 impl<S: ContentStore> Registry<S> {
+    /// A body for `len` bytes of `digest` from `first` that the connection sends from the
+    /// content file with `sendfile`, when the request came through the server (which put a
+    /// [`Sendfile`] slot into it) and the store has the file; else `None` (stream it).
+    async fn zero_copy<B>(
+        &self,
+        request: &Request<B>,
+        digest: &Digest,
+        first: u64,
+        len: u64,
+    ) -> Option<spegel_containerd::BlobStream> {
+        let sendfile = request.extensions().get::<Sendfile>()?;
+        let file = self.store.open_file(digest).await?;
+        sendfile.body(file, first, len)
+    }
+
     /// A peer asks for a blob this node has not committed: served from containerd's download
     /// in progress, following it as it grows. Never for this node's own containerd (it would
     /// wait for itself: the peer marker is required). While this node is still deciding

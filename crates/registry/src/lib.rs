@@ -6,6 +6,8 @@
 //!   cluster secret), checked before anything else; everyone else gets `403 DENIED`;
 //! - [`Registry`] (`handler`): request → parse route → local store → response, in one place;
 //! - [`response`]: the only place errors become HTTP (status + OCI error JSON) and bodies are built;
+//! - `sendfile`: bodies of local blobs sent from their content file with `sendfile(2)`
+//!   (hyper still writes the head and frames the body);
 //! - `metered`: the `http_*` metrics around each request (route label, duration to the last
 //!   byte, bytes sent), recorded into the `spegel_metrics::Metrics` in [`ServerConfig`];
 //! - storage is a [`spegel_containerd::ContentStore`], never touched directly.
@@ -23,6 +25,7 @@ mod handler;
 mod metered;
 mod mirror;
 mod response;
+mod sendfile;
 mod server;
 
 pub use access::{Access, Caller, Cidr, ClientAddr, own_addresses};

@@ -18,6 +18,7 @@ use tracing::debug;
 
 use crate::Registry;
 use crate::access::ClientAddr;
+use crate::sendfile::{Sendfile, SendfileIo};
 
 /// What a client past the connection caps gets (then the connection is closed).
 const BUSY: Busy = Busy::Http {
@@ -69,7 +70,9 @@ pub async fn serve<S: ContentStore>(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes.max(8192));
+        .max_buf_size(config.max_header_bytes.max(8192))
+        // Body chunks go to the IO as they are (stand-in chunks must: see `sendfile`).
+        .writev(true);
     let limits = Limits {
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
@@ -86,8 +89,11 @@ pub async fn serve<S: ContentStore>(
         move |stream, peer, watcher| {
             let registry = registry.clone();
             let metrics = metrics.clone();
+            let sendfile = Sendfile::default();
+            let io = TokioIo::new(SendfileIo::new(stream, sendfile.clone()));
             let service = service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ClientAddr(peer));
+                request.extensions_mut().insert(sendfile.clone());
                 let registry = registry.clone();
                 let measured = crate::metered::start(&metrics, &request);
                 async move {
@@ -95,7 +101,7 @@ pub async fn serve<S: ContentStore>(
                     Ok::<_, Infallible>(crate::metered::finish(measured, response))
                 }
             });
-            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
+            let connection = watcher.watch(http.serve_connection(io, service));
             async move {
                 if let Err(e) = connection.await {
                     debug!(%peer, error = %e, "connection ended with an error");

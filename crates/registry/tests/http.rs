@@ -332,3 +332,198 @@ async fn huge_headers_are_refused_without_harm() {
     // The server is still serving.
     assert_eq!(raw(&s, "GET /livez HTTP/1.1").await.status, 200);
 }
+
+/// Blobs held only as files in a directory, the way containerd's content directory holds
+/// them: `read` fails, so every body must come from `open_file` (sent with `sendfile`).
+#[derive(Clone)]
+struct FileStore {
+    dir: Arc<tempfile::TempDir>,
+    sizes: Arc<HashMap<Digest, u64>>,
+}
+
+impl ContentStore for FileStore {
+    async fn resolve_tag(
+        &self,
+        _: &str,
+        _: &Repository,
+        _: &Tag,
+    ) -> spegel_containerd::Result<Option<Digest>> {
+        Ok(None)
+    }
+
+    async fn size(&self, digest: &Digest) -> spegel_containerd::Result<Option<u64>> {
+        Ok(self.sizes.get(digest).copied())
+    }
+
+    async fn read(&self, digest: &Digest, _: u64, _: u64) -> spegel_containerd::Result<BlobStream> {
+        Err(spegel_containerd::Error::InFlight {
+            digest: digest.to_string(),
+            source: io::Error::other("this store only sends files"),
+        })
+    }
+
+    async fn open_file(&self, digest: &Digest) -> Option<std::fs::File> {
+        std::fs::File::open(self.dir.path().join(digest.hex())).ok()
+    }
+
+    async fn check(&self) -> spegel_containerd::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads one response (head, then `Content-Length` body bytes unless `head_only`) from a
+/// kept-alive connection.
+async fn read_response(stream: &mut TcpStream, head_only: bool) -> Reply {
+    let mut bytes = Vec::new();
+    let split = loop {
+        if let Some(split) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break split;
+        }
+        let mut buf = [0; 1];
+        assert_eq!(stream.read(&mut buf).await.unwrap(), 1, "a response head");
+        bytes.push(buf[0]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let len = if head_only {
+        0
+    } else {
+        headers["content-length"].parse().unwrap()
+    };
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.unwrap();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn blobs_held_as_files_are_sent_from_them_whole_ranged_and_kept_alive() {
+    // Larger than one stand-in chunk (4 MiB) and not a multiple of anything.
+    let data: Vec<u8> = (0..9_437_201u32).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = Digest::sha256_of(&data);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(digest.hex()), &data).unwrap();
+    let store = FileStore {
+        dir: Arc::new(dir),
+        sizes: Arc::new(HashMap::from([(digest.clone(), data.len() as u64)])),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve(
+        listener,
+        Registry::new(store),
+        ServerConfig::default(),
+        shutdown.clone(),
+    ));
+
+    // One connection, several requests: each response ends where its length says.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let path = format!("/v2/x/blobs/{digest}");
+    let request = |extra: &str, method: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{extra}\r\n")
+    };
+    stream
+        .write_all(request("", "GET").as_bytes())
+        .await
+        .unwrap();
+    let whole = read_response(&mut stream, false).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.headers["docker-content-digest"], digest.to_string());
+    assert_eq!(Digest::sha256_of(&whole.body), digest);
+
+    let ranges = [
+        (0, 0),
+        (4_194_300, 4_194_310),
+        (5, 9_437_200),
+        (9_437_200, 9_437_200),
+    ];
+    for (first, last) in ranges {
+        let range = format!("Range: bytes={first}-{last}\r\n");
+        stream
+            .write_all(request(&range, "GET").as_bytes())
+            .await
+            .unwrap();
+        let r = read_response(&mut stream, false).await;
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(
+            r.headers["content-range"],
+            format!("bytes {first}-{last}/{}", data.len())
+        );
+        assert!(r.body == data[first..=last], "{range}");
+    }
+
+    stream
+        .write_all(request("", "HEAD").as_bytes())
+        .await
+        .unwrap();
+    let head = read_response(&mut stream, true).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"], data.len().to_string());
+
+    // The connection still serves ordinary bodies after sent files.
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let version = read_response(&mut stream, false).await;
+    assert_eq!(version.status, 200);
+    assert_eq!(version.body, b"{}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_sent_file_is_dropped_after_the_write_stall() {
+    let data = vec![5u8; 64 << 20];
+    let digest = Digest::sha256_of(&data);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(digest.hex()), &data).unwrap();
+    let store = FileStore {
+        dir: Arc::new(dir),
+        sizes: Arc::new(HashMap::from([(digest.clone(), data.len() as u64)])),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig {
+        timeouts: spegel_serve::Timeouts {
+            write_stall: std::time::Duration::from_millis(300),
+            ..spegel_serve::Timeouts::default()
+        },
+        ..ServerConfig::default()
+    };
+    tokio::spawn(serve(
+        listener,
+        Registry::new(store),
+        config,
+        shutdown.clone(),
+    ));
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /v2/x/blobs/{digest} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Read nothing while the socket buffers fill and the server's sendfile stalls.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut sink = vec![0; 1 << 20];
+        let mut total = 0usize;
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the server closed the stalled connection");
+    assert!(drained < data.len(), "got the whole blob: {drained} bytes");
+    shutdown.cancel();
+}

@@ -93,6 +93,18 @@ impl<S> Guarded<S> {
         &self.inner
     }
 
+    /// Writes to the inner stream by other means than [`AsyncWrite`] (such as `sendfile(2)`
+    /// on its socket), watched like any write: `write` returns what `poll_write` would.
+    pub fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&S, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let poll = write(&self.inner, cx);
+        self.wrote(&poll);
+        poll
+    }
+
     /// A future that completes (with the reason) once this connection should be closed.
     pub(crate) fn watchdog(&self, timeouts: Timeouts) -> Watchdog {
         Box::pin(watchdog(self.progress.clone(), timeouts))

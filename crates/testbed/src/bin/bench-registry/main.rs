@@ -14,12 +14,16 @@
 //! 3. One warm-up GET of the blob from each, hashed, to check both send the same bytes.
 //! 4. `--rounds` rounds of one GET of the whole blob from each server, alternating which
 //!    goes first, read by the same in-process hyper client that counts and drops bytes.
-//! 5. `--streams` concurrent GETs of the smaller blob from spegel-node while its `VmRSS`
-//!    is sampled; then its `VmHWM`. The same load against nginx, for its throughput.
+//! 5. `--stream-runs` batches of `--streams` concurrent GETs of the smaller blob from
+//!    spegel-node, each followed by the same batch against nginx, while spegel-node's
+//!    `VmRSS` is sampled; then its `VmHWM`.
+//! 6. `--proxied-rounds` GETs of the smaller blob from the node and through a second node
+//!    that streams it from the first (see `proxied.rs`).
 
 mod blob;
 mod load;
 mod nginx;
+mod proxied;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -54,9 +58,16 @@ struct Args {
     /// Concurrent GETs in the memory run.
     #[arg(long, env = "BENCH_STREAMS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     streams: u32,
+    /// Batches of concurrent GETs per server (the table gives the median and min–max).
+    #[arg(long, env = "BENCH_STREAM_RUNS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    stream_runs: u32,
     /// Size of the blob each concurrent GET fetches, in MiB.
     #[arg(long, env = "BENCH_STREAM_BLOB_MIB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=MAX_BLOB_MIB))]
     stream_blob_mib: u64,
+    /// Rounds of one GET of the smaller blob direct from the node and through a second
+    /// node (one peer hop); 0 skips this part.
+    #[arg(long, env = "BENCH_PROXIED_ROUNDS", default_value_t = 5)]
+    proxied_rounds: u32,
     /// How often spegel-node's VmRSS is sampled, in milliseconds.
     #[arg(long, env = "BENCH_RSS_INTERVAL_MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     rss_interval_ms: u64,
@@ -144,7 +155,8 @@ async fn run(args: &Args) -> Result<()> {
         started.elapsed()
     );
 
-    let node = SpegelNode::start_binary(&binary, &containerd, &[]).await?;
+    let router = spegel_testbed::port::free_loopback_addr()?.to_string();
+    let node = SpegelNode::start_binary(&binary, &containerd, &["--router-addr", &router]).await?;
     let pid = node.pid().context("spegel-node has no pid")?;
     let nginx = Nginx::start(&containerd.content_path()).await?;
     let spegel = Server {
@@ -176,6 +188,14 @@ async fn run(args: &Args) -> Result<()> {
     single_blob(args, &blob, &spegel, &reference).await?;
     concurrent_streams(args, &stream_blob, &spegel, &reference).await?;
     drop(nginx);
+    if args.proxied_rounds > 0 {
+        let holder = proxied::Holder {
+            containerd: &containerd,
+            router: &router,
+            server: &spegel,
+        };
+        proxied::run(&binary, &holder, &stream_blob, args.proxied_rounds).await?;
+    }
     drop(node);
     Ok(())
 }
@@ -214,8 +234,10 @@ async fn single_blob(
         "## One {} MiB blob, one GET at a time, {} rounds (MB/s = 10^6 B/s)",
         args.blob_mib, args.rounds
     );
-    println!("| server | best MB/s | median MB/s | server CPU s/GiB (median) | runs MB/s |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| server | best MB/s | median MB/s | server CPU s/GiB (median) | runs MB/s | CPU s/GiB min–max |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (server, runs) in [(spegel, &spegel_runs), (nginx, &nginx_runs)] {
         let throughput = median_and_best(runs.iter().map(Measured::mb_per_s));
         let cpu = median_and_best(runs.iter().map(Measured::cpu_per_gib));
@@ -223,8 +245,9 @@ async fn single_blob(
             .iter()
             .map(|run| format!("{:.0}", run.mb_per_s()))
             .collect();
+        let (_, cpu_min, cpu_max) = spread(runs.iter().map(Measured::cpu_per_gib));
         println!(
-            "| {} | {:.0} | {:.0} | {:.2} | {} |",
+            "| {} | {:.0} | {:.0} | {:.2} | {} | {cpu_min:.2}–{cpu_max:.2} |",
             server.name(),
             throughput.best,
             throughput.median,
@@ -250,8 +273,8 @@ async fn single_blob(
     Ok(())
 }
 
-/// `--streams` concurrent GETs from spegel-node while its RSS is sampled, then the same
-/// load against nginx for comparison.
+/// `--stream-runs` batches of `--streams` concurrent GETs from spegel-node and from nginx,
+/// alternating, while spegel-node's RSS is sampled.
 async fn concurrent_streams(
     args: &Args,
     blob: &StoredBlob,
@@ -265,29 +288,56 @@ async fn concurrent_streams(
         .context("spegel-node has no pid")?;
     let idle = load::status_bytes(pid, "VmRSS")?;
     let sampler = RssSampler::start(pid, Duration::from_millis(args.rss_interval_ms));
-    let result = streams(args, blob, spegel).await;
+    // Batches alternate between the servers, so drifts in machine load hit both alike (the
+    // RSS sampled during nginx's batches is spegel-node's idle RSS).
+    let (mut spegel_runs, mut nginx_runs) = (Vec::new(), Vec::new());
+    let mut result = Ok(());
+    for _ in 0..args.stream_runs {
+        match streams(args, blob, spegel).await {
+            Ok(measured) => spegel_runs.push(measured),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+        match streams(args, blob, nginx).await {
+            Ok(measured) => nginx_runs.push(measured),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
     let samples = sampler.finish().await?;
-    let spegel_load = result?;
+    result?;
     let hwm = load::status_bytes(pid, "VmHWM")?;
-    let nginx_load = streams(args, blob, nginx).await?;
     println!();
     println!(
-        "## {} concurrent GETs of a {} MiB blob",
-        args.streams, args.stream_blob_mib
+        "## {} concurrent GETs of a {} MiB blob, {} runs (median; min–max)",
+        args.streams, args.stream_blob_mib, args.stream_runs
     );
-    println!("| server | aggregate MB/s | wall time | server CPU s/GiB |");
-    println!("|---|---|---|---|");
-    for (server, measured) in [(spegel, spegel_load), (nginx, nginx_load)] {
+    println!(
+        "| server | aggregate MB/s | wall time | server CPU s/GiB | aggregate MB/s min–max | CPU s/GiB min–max |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (server, runs) in [(spegel, &spegel_runs), (nginx, &nginx_runs)] {
+        let throughput = spread(runs.iter().map(Measured::mb_per_s));
+        let cpu = spread(runs.iter().map(Measured::cpu_per_gib));
+        let wall = spread(runs.iter().map(|run| run.elapsed.as_secs_f64()));
         println!(
-            "| {} | {:.0} | {:.1?} | {:.2} |",
+            "| {} | {:.0} | {:.1}s | {:.2} | {:.0}–{:.0} | {:.2}–{:.2} |",
             server.name(),
-            measured.mb_per_s(),
-            measured.elapsed,
-            measured.cpu_per_gib()
+            throughput.0,
+            wall.0,
+            cpu.0,
+            throughput.1,
+            throughput.2,
+            cpu.1,
+            cpu.2
         );
     }
     println!(
-        "spegel-node VmRSS: idle before {}; peak sampled every {} ms ({} samples) {}; VmHWM over the process's life {}",
+        "spegel-node VmRSS: idle before {}; peak sampled every {} ms ({} samples, over all batches) {}; VmHWM over the process's life {}",
         megabytes(idle),
         args.rss_interval_ms,
         samples.count,
@@ -300,6 +350,16 @@ async fn concurrent_streams(
         verdict(samples.peak.max(hwm) <= RSS_GOAL_BYTES)
     );
     Ok(())
+}
+
+/// Median, min and max of a set of figures.
+fn spread(figures: impl Iterator<Item = f64>) -> (f64, f64, f64) {
+    let mut sorted: Vec<f64> = figures.collect();
+    sorted.sort_by(f64::total_cmp);
+    let median = median_and_best(sorted.iter().copied()).median;
+    let min = sorted.first().copied().unwrap_or(0.0);
+    let max = sorted.last().copied().unwrap_or(0.0);
+    (median, min, max)
 }
 
 /// Runs `--streams` GETs of `blob` from `server` at once.
