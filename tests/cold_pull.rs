@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use spegel_testbed::{Cluster, ImageSpec, TestImage};
 
-/// The resolve timeout is raised from its 20 ms default (as in tests/p2p.rs): on a loaded
-/// 2-core machine running debug builds a lookup can miss 20 ms.
+/// Five containerds and five spegel-nodes (debug builds) share two cores here, so DHT lookups
+/// take far longer than on a real node: the resolve timeout is raised from its 20 ms default
+/// (as in tests/p2p.rs) and the claim window from 200 ms, so claims are seen in time.
 const ARGS: &[&str] = &[
+    "--inflight-claim-window",
+    "500ms",
     "--mirror-resolve-timeout",
     "300ms",
     "--metrics-textfile-interval",
