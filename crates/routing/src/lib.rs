@@ -16,8 +16,11 @@ mod bootstrap;
 mod error;
 mod identity;
 mod key;
+mod memory;
 mod router;
+mod stats;
 mod swarm;
+mod tuning;
 
 pub use bootstrap::{
     Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, StaticBootstrap, parse_peer_addr,
@@ -28,3 +31,5 @@ pub use key::Key;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 pub use router::{Provider, Router, RouterConfig};
+pub use stats::RouterStats;
+pub use tuning::DhtTuning;

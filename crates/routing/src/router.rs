@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::swarm::{self, Command};
-use crate::{Bootstrap, BootstrapPeer, Error, Key, Result};
+use crate::{Bootstrap, BootstrapPeer, DhtTuning, Error, Key, Result, RouterStats};
 
 /// How the router runs.
 pub struct RouterConfig {
@@ -32,6 +32,13 @@ pub struct RouterConfig {
     pub bootstrap_refresh: Duration,
     /// The longest wait between bootstrap attempts while we know no peer.
     pub bootstrap_max_backoff: Duration,
+    /// Kademlia's replication, query and connection settings.
+    pub dht: DhtTuning,
+    /// Listen and dial on libp2p's in-process memory transport instead of TCP (`listen` is
+    /// then ignored): for benchmarks running many routers in one process, where TCP would
+    /// need two file descriptors per connection. Peers on it count as this host. Never set
+    /// by `spegel-node`.
+    pub in_memory: bool,
 }
 
 impl RouterConfig {
@@ -51,6 +58,8 @@ impl RouterConfig {
             republish_interval: Duration::from_secs(10 * 60),
             bootstrap_refresh: Duration::from_secs(5 * 60),
             bootstrap_max_backoff: Duration::from_secs(30),
+            dht: DhtTuning::default(),
+            in_memory: false,
         }
     }
 }
@@ -151,6 +160,21 @@ impl Router {
     pub async fn advertised(&self) -> Result<Vec<Key>> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Advertised(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// What this node's DHT did so far: lookups, announcements, connections.
+    pub async fn stats(&self) -> Result<RouterStats> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// How many provider records of other peers for `key` this node's store holds: a lookup
+    /// of `key` from this node is answered from that store when it is not zero.
+    pub async fn stored_providers(&self, key: &Key) -> Result<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::StoredProviders(key.clone(), tx)).await?;
         rx.await.map_err(|_| Error::Stopped)
     }
 

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
 use libp2p::kad::{self, GetProvidersOk, Mode, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::bootstrap::socket_multiaddr;
-use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig};
+use crate::memory;
+use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
 
 /// The Kademlia protocol name, as Spegel uses it.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/spegel/kad/1.0.0");
@@ -41,6 +42,8 @@ pub(crate) enum Command {
     },
     Dial(Vec<BootstrapPeer>),
     Advertised(oneshot::Sender<Vec<Key>>),
+    Stats(oneshot::Sender<RouterStats>),
+    StoredProviders(Key, oneshot::Sender<usize>),
 }
 
 #[derive(NetworkBehaviour)]
@@ -78,6 +81,12 @@ struct Task {
     /// nobody and are repeated once (later bootstraps do not re-announce everything).
     unannounced: bool,
     bootstrap_requested: bool,
+    stats: RouterStats,
+    /// Every provider query still running, and whether our own store held providers for its
+    /// key when it started (for [`RouterStats`]; outlives the entry in `lookups`).
+    lookup_started_local: HashMap<QueryId, bool>,
+    stop_at_first_provider_answer: bool,
+    in_memory: bool,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -100,8 +109,8 @@ pub(crate) async fn spawn(
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
         .set_provider_record_ttl(Some(config.provider_ttl))
-        .set_provider_publication_interval(Some(config.republish_interval))
-        .set_query_timeout(Duration::from_secs(30));
+        .set_provider_publication_interval(Some(config.republish_interval));
+    config.dht.apply(&mut kad_config);
     let store = MemoryStore::with_config(
         local,
         MemoryStoreConfig {
@@ -118,6 +127,8 @@ pub(crate) async fn spawn(
             yamux::Config::default,
         )
         .map_err(|e| listen_error(e.to_string()))?
+        .with_other_transport(|key| memory::transport(key, config.in_memory))
+        .map_err(|e| listen_error(e.to_string()))?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kad_config);
             // On private and loopback addresses libp2p would otherwise stay a client.
@@ -129,10 +140,14 @@ pub(crate) async fn spawn(
             Behaviour { kad, identify }
         })
         .map_err(|e| listen_error(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.dht.idle_connection_timeout))
         .build();
     swarm
-        .listen_on(socket_multiaddr(config.listen))
+        .listen_on(if config.in_memory {
+            memory::listen_addr()
+        } else {
+            socket_multiaddr(config.listen)
+        })
         .map_err(|e| listen_error(e.to_string()))?;
     let listen = loop {
         match swarm.select_next_some().await {
@@ -154,6 +169,10 @@ pub(crate) async fn spawn(
         peer_count,
         unannounced: true,
         bootstrap_requested: false,
+        stats: RouterStats::default(),
+        lookup_started_local: HashMap::new(),
+        stop_at_first_provider_answer: config.dht.stop_at_first_provider_answer,
+        in_memory: config.in_memory,
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -198,7 +217,9 @@ impl Task {
                 limit,
                 providers,
             } => {
+                let local = self.stored_providers(&key) > 0;
                 let query = self.kad().get_providers(key.record_key());
+                self.lookup_started_local.insert(query, local);
                 self.lookups.insert(
                     query,
                     Lookup {
@@ -215,11 +236,18 @@ impl Task {
             Command::Advertised(reply) => {
                 let _ = reply.send(self.advertised.iter().cloned().collect());
             }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats.clone());
+            }
+            Command::StoredProviders(key, reply) => {
+                let _ = reply.send(self.stored_providers(&key));
+            }
         }
     }
 
     fn provide(&mut self, key: &Key) {
         if let Err(e) = self.kad().start_providing(key.record_key()) {
+            self.stats.announcements_refused += 1;
             warn!(%key, error = %e, "cannot advertise key");
         }
     }
@@ -253,7 +281,9 @@ impl Task {
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     self.peers.entry(peer_id).or_default().ip = Some(ip);
                 }
+                self.count_connections();
             }
+            SwarmEvent::ConnectionClosed { .. } => self.count_connections(),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -274,7 +304,9 @@ impl Task {
         let port = registry_port_of(&info.agent_version);
         self.peers.entry(peer).or_default().registry_port = port;
         if info.protocols.contains(&KAD_PROTOCOL) {
-            for addr in info.listen_addrs.into_iter().filter(is_dialable) {
+            let in_memory = self.in_memory;
+            let dialable = |a: &Multiaddr| is_dialable(a) || (in_memory && memory::is_memory(a));
+            for addr in info.listen_addrs.into_iter().filter(dialable) {
                 self.kad().add_address(&peer, addr);
             }
         }
@@ -291,6 +323,7 @@ impl Task {
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        self.count(&event);
         match event {
             kad::Event::RoutingUpdated { .. } => {
                 let count = self.routing_table_size();
@@ -312,6 +345,11 @@ impl Task {
                 })) => {
                     for peer in providers {
                         self.offer(id, peer);
+                    }
+                    if self.stop_at_first_provider_answer
+                        && let Some(mut query) = self.kad().query_mut(&id)
+                    {
+                        query.finish();
                     }
                     if step.last {
                         self.finish_lookup(id);
@@ -408,6 +446,55 @@ impl Task {
         });
     }
 
+    /// Updates [`RouterStats`] from a Kademlia event.
+    fn count(&mut self, event: &kad::Event) {
+        match event {
+            kad::Event::InboundRequest { request } => {
+                self.stats.requests_served += 1;
+                if matches!(request, kad::InboundRequest::AddProvider { .. }) {
+                    self.stats.add_providers_stored += 1;
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                stats,
+                step,
+            } => match result {
+                QueryResult::GetProviders(_) if step.last => {
+                    let local = self.lookup_started_local.remove(id).unwrap_or(false);
+                    self.stats.lookup_ended(local, stats.num_requests());
+                }
+                QueryResult::StartProviding(done) | QueryResult::RepublishProvider(done) => {
+                    self.stats
+                        .announcement_ended(done.is_err(), stats.num_requests());
+                }
+                QueryResult::Bootstrap(Ok(done)) if done.num_remaining == 0 => {
+                    self.stats.joined = true;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    fn count_connections(&mut self) {
+        let info = self.swarm.network_info();
+        let open = info.connection_counters().num_established() as usize;
+        self.stats.connections_now(open, info.num_peers());
+    }
+
+    /// How many unexpired provider records of other peers for `key` our store holds.
+    fn stored_providers(&mut self, key: &Key) -> usize {
+        let (now, local) = (Instant::now(), self.local);
+        self.kad()
+            .store_mut()
+            .providers(&key.record_key())
+            .iter()
+            .filter(|p| p.provider != local && !p.is_expired(now))
+            .count()
+    }
+
     fn routing_table_size(&mut self) -> usize {
         self.kad().kbuckets().map(|b| b.num_entries()).sum()
     }
@@ -425,6 +512,8 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        // Only a router started `in_memory` has connections over it: same process, same host.
+        Protocol::Memory(_) => Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         _ => None,
     })
 }
