@@ -87,6 +87,7 @@ struct Task {
     lookup_started_local: HashMap<QueryId, bool>,
     stop_at_first_provider_answer: bool,
     in_memory: bool,
+    listen_loopback: bool,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -149,9 +150,13 @@ pub(crate) async fn spawn(
             socket_multiaddr(config.listen)
         })
         .map_err(|e| listen_error(e.to_string()))?;
+    let listen_loopback = config.listen.ip().is_loopback();
     let listen = loop {
         match swarm.select_next_some().await {
-            SwarmEvent::NewListenAddr { address, .. } => break address,
+            SwarmEvent::NewListenAddr { address, .. } => {
+                announce_address(&mut swarm, address.clone(), listen_loopback);
+                break address;
+            }
             SwarmEvent::ListenerClosed { reason, .. } => {
                 let reason = reason.err().map_or("closed".to_owned(), |e| e.to_string());
                 return Err(listen_error(reason));
@@ -173,6 +178,7 @@ pub(crate) async fn spawn(
         lookup_started_local: HashMap::new(),
         stop_at_first_provider_answer: config.dht.stop_at_first_provider_answer,
         in_memory: config.in_memory,
+        listen_loopback,
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -284,6 +290,9 @@ impl Task {
                 self.count_connections();
             }
             SwarmEvent::ConnectionClosed { .. } => self.count_connections(),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                announce_address(&mut self.swarm, address, self.listen_loopback);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
                 info,
@@ -343,10 +352,13 @@ impl Task {
                 QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
                     providers, ..
                 })) => {
+                    let named_some = providers.iter().any(|p| *p != self.local);
                     for peer in providers {
                         self.offer(id, peer);
                     }
+                    // Kademlia reports every answer, also those naming no provider.
                     if self.stop_at_first_provider_answer
+                        && named_some
                         && let Some(mut query) = self.kad().query_mut(&id)
                     {
                         query.finish();
@@ -497,6 +509,22 @@ impl Task {
 
     fn routing_table_size(&mut self) -> usize {
         self.kad().kbuckets().map(|b| b.num_entries()).sum()
+    }
+}
+
+/// Makes `address` (one we listen on) part of our provider records. Kademlia sends our
+/// external addresses with every ADD_PROVIDER; a record without addresses is only handed
+/// out by nodes that happen to have us in their routing table, so at a few hundred nodes
+/// lookups of keys held by one node failed. Loopback addresses only when we listen on
+/// loopback (tests, benchmarks); never the unspecified address.
+fn announce_address(swarm: &mut Swarm<Behaviour>, address: Multiaddr, loopback_ok: bool) {
+    let usable = match ip_of(&address) {
+        _ if memory::is_memory(&address) => true,
+        Some(ip) => !ip.is_unspecified() && (loopback_ok || !ip.is_loopback()),
+        None => false,
+    };
+    if usable {
+        swarm.add_external_address(address);
     }
 }
 

@@ -45,12 +45,24 @@ pub async fn run(args: &Args, routers: &[Router], inventory: &Inventory) -> Resu
         let mut providers = asker.resolve(&key, args.limit).await?;
         let first = tokio::time::timeout(LOOKUP_DEADLINE, providers.recv()).await;
         let latency = started.elapsed();
-        let found = match first {
+        let found = match &first {
             Ok(Some(provider)) => holders
                 .iter()
                 .any(|&h| routers[h].local_peer_id() == provider.peer),
             _ => false,
         };
+        if !found {
+            let outcome = match first {
+                Ok(Some(p)) => format!("a non-holder {}", p.peer),
+                Ok(None) => "no provider (lookup ended)".to_owned(),
+                Err(_) => "no provider in time".to_owned(),
+            };
+            eprintln!(
+                "lookup {n} of {key} (held by {}, asker's store {}) failed after {latency:.1?}: {outcome}",
+                class.name(),
+                if local { "had a record" } else { "had none" },
+            );
+        }
         drop(providers);
         let after = query_ended(args, asker, &before).await?;
         lookups.push(Lookup {
