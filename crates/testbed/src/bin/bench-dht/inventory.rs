@@ -66,7 +66,7 @@ impl Inventory {
     pub fn keys_of(&self, i: usize) -> Vec<Key> {
         let n = self.nodes;
         let popular = (0..self.popular)
-            .filter(|j| (i + j) % 2 == 0)
+            .filter(|j| (i + j).is_multiple_of(2))
             .map(|j| key("popular", j));
         let shared = (0..3).flat_map(|back| {
             let owner = (i + n - back) % n;
@@ -82,7 +82,7 @@ impl Inventory {
         match class {
             Class::Popular => {
                 let j = pick % self.popular;
-                let holders = (0..n).filter(|i| (i + j) % 2 == 0).collect();
+                let holders = (0..n).filter(|i| (i + j).is_multiple_of(2)).collect();
                 (key("popular", j), holders)
             }
             Class::Shared => {
@@ -106,7 +106,7 @@ impl Inventory {
 }
 
 fn key(class: &str, n: usize) -> Key {
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         Key::tag("bench.local", &format!("{class}-{n}"), "v1")
     } else {
         Key::Digest(Digest::sha256_of(format!("{class}-{n}").as_bytes()))

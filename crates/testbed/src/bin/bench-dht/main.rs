@@ -201,10 +201,10 @@ fn raise_fd_limit() {
     if setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted).is_ok() {
         return;
     }
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            eprintln!("cannot raise the open-file limit: {e}");
-        }
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        eprintln!("cannot raise the open-file limit: {e}");
     }
 }
 

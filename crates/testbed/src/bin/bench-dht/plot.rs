@@ -63,6 +63,9 @@ const TABLE: [(&str, &str); 10] = [
     ("announce_bytes_per_key", "bytes / announcement"),
 ];
 
+/// One series: (N, (median, min, max)) per N.
+type Series = Vec<(f64, (f64, f64, f64))>;
+
 /// Runs grouped by (nodes, keys per node).
 type Runs = BTreeMap<(u64, u64), Vec<Value>>;
 
@@ -173,7 +176,7 @@ fn svg(runs: &Runs) -> String {
     for (p, panel) in PANELS.iter().enumerate() {
         let x0 = LEFT + (p % 2) as f64 * (PANEL_WIDTH + GAP_X);
         let y0 = TOP + (p / 2) as f64 * (PANEL_HEIGHT + GAP_Y);
-        let points: Vec<Vec<(f64, (f64, f64, f64))>> = panel
+        let points: Vec<Series> = panel
             .series
             .iter()
             .map(|(field, _, _)| {
