@@ -88,6 +88,8 @@ struct Task {
     stop_at_first_provider_answer: bool,
     in_memory: bool,
     listen_loopback: bool,
+    /// Addresses we dialled and still hold a connection to.
+    dialled: HashSet<Multiaddr>,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -179,6 +181,7 @@ pub(crate) async fn spawn(
         stop_at_first_provider_answer: config.dht.stop_at_first_provider_answer,
         in_memory: config.in_memory,
         listen_loopback,
+        dialled: HashSet::new(),
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -264,10 +267,13 @@ impl Task {
                 Some(id) if id == self.local => continue,
                 Some(id) if self.swarm.is_connected(&id) => continue,
                 Some(id) => vec![DialOpts::peer_id(id).addresses(peer.addrs).build()],
-                // Without an ID we learn it when the connection is up.
+                // Without an ID we learn it when the connection is up; an address we
+                // already hold a connection to is not dialled again (the bootstrap loop
+                // retries every few hundred ms until the routing table fills).
                 None => peer
                     .addrs
                     .into_iter()
+                    .filter(|a| !self.dialled.contains(a))
                     .map(|a| DialOpts::unknown_peer_id().address(a).build())
                     .collect(),
             };
@@ -287,9 +293,19 @@ impl Task {
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     self.peers.entry(peer_id).or_default().ip = Some(ip);
                 }
+                if endpoint.is_dialer() {
+                    self.dialled
+                        .insert(without_peer_id(endpoint.get_remote_address()));
+                }
                 self.count_connections();
             }
-            SwarmEvent::ConnectionClosed { .. } => self.count_connections(),
+            SwarmEvent::ConnectionClosed { endpoint, .. } => {
+                if endpoint.is_dialer() {
+                    self.dialled
+                        .remove(&without_peer_id(endpoint.get_remote_address()));
+                }
+                self.count_connections();
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 announce_address(&mut self.swarm, address, self.listen_loopback);
             }
@@ -526,6 +542,13 @@ fn announce_address(swarm: &mut Swarm<Behaviour>, address: Multiaddr, loopback_o
     if usable {
         swarm.add_external_address(address);
     }
+}
+
+/// `addr` without a trailing `/p2p/<peer id>`.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }
 
 /// The registry port a peer announces in its identify agent version.

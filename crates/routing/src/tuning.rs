@@ -31,7 +31,7 @@ impl Default for DhtTuning {
             query_parallelism: kad::ALPHA_VALUE,
             query_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(300),
-            stop_at_first_provider_answer: false,
+            stop_at_first_provider_answer: true,
         }
     }
 }

@@ -78,6 +78,7 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "requests_per_announcement": ratio(announce_requests, announcements),
         "provide_delivery_rate": delivery,
         "connections_per_node_max": m.stats.iter().map(|s| s.connections_peak).max(),
+        "connections_per_node_peak_median": median(m.stats.iter().map(|s| s.connections_peak)),
         "connections_per_node_mean_end": ratio(sum(&|s| s.connections as u64), n as u64),
         "rss_mb_per_node": m.rss_bytes as f64 / 1e6 / n as f64,
         "transport": if m.memory { "memory" } else { "tcp" },
@@ -125,6 +126,12 @@ pub fn summary(f: &Value) -> String {
         f["join_seconds"].as_f64().unwrap_or(0.0),
         f["announce_seconds"].as_f64().unwrap_or(0.0),
     )
+}
+
+fn median(values: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut values: Vec<usize> = values.collect();
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
 }
 
 fn ratio(a: u64, b: u64) -> Option<f64> {
