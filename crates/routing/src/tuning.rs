@@ -28,9 +28,9 @@ impl Default for DhtTuning {
     fn default() -> DhtTuning {
         DhtTuning {
             replication_factor: kad::K_VALUE,
-            query_parallelism: kad::ALPHA_VALUE,
+            query_parallelism: NonZeroUsize::MIN.saturating_add(1),
             query_timeout: Duration::from_secs(30),
-            idle_connection_timeout: Duration::from_secs(300),
+            idle_connection_timeout: Duration::from_secs(30),
             stop_at_first_provider_answer: true,
         }
     }
