@@ -12,6 +12,7 @@ use crate::lookups::Lookup;
 /// What a run measured besides the lookups.
 pub struct Measured {
     pub join: Duration,
+    pub not_bootstrapped: usize,
     pub announce: Duration,
     /// IP bytes every node together sent while announcing (noise, yamux and Kademlia,
     /// requests and answers, TCP/IP headers and ACKs).
@@ -88,6 +89,7 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "traffic_private_netns": m.private_netns,
         "connected_peers_per_node_mean_end": ratio(sum(&|s| s.connected_peers as u64), n as u64),
         "join_seconds": m.join.as_secs_f64(),
+        "nodes_without_completed_bootstrap": m.not_bootstrapped,
         "announce_seconds": m.announce.as_secs_f64(),
         "tuning": {
             "replication_factor": args.dht.replication_factor.get(),

@@ -26,6 +26,8 @@
 //! (`traffic_private_netns`). Several hundred nodes need many file descriptors: the limit is
 //! raised as far as the process may.
 
+#![recursion_limit = "256"]
+
 mod figures;
 mod inventory;
 mod lookups;
@@ -148,6 +150,7 @@ async fn main() -> Result<()> {
     let lookups = lookups::run(&args, &nodes.routers, &inventory).await?;
     let measured = Measured {
         join: nodes.join,
+        not_bootstrapped: nodes.not_bootstrapped,
         announce,
         announce_bytes,
         private_netns: std::env::var_os(IN_NETNS).is_some(),

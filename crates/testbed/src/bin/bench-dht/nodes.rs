@@ -35,6 +35,8 @@ impl Bootstrap for SeedList {
 pub struct Nodes {
     pub routers: Vec<Router>,
     pub join: Duration,
+    /// Nodes whose first bootstrap had not completed when the join phase ended.
+    pub not_bootstrapped: usize,
 }
 
 impl Nodes {
@@ -70,14 +72,32 @@ impl Nodes {
             for _ in 0..batch {
                 routers.push(start_one(args, peers.clone(), shutdown).await?);
             }
-            wait_until(&routers, args.join_timeout, "joining", |s| {
+            let joined = wait_until(&routers, args.join_timeout, "joining", |s| {
                 s.iter().all(|s| s.joined)
             })
-            .await?;
+            .await;
+            // On a starved CPU a first bootstrap can time out (Kademlia then retries every
+            // few minutes); a node that is connected has joined for every practical purpose.
+            if let Err(e) = joined {
+                let stats = stats_of(&routers).await?;
+                if stats.iter().any(|s| s.connected_peers == 0) {
+                    return Err(e);
+                }
+                let waiting = stats.iter().filter(|s| !s.joined).count();
+                eprintln!(
+                    "{waiting} nodes have no completed bootstrap yet, all have peers: going on"
+                );
+            }
         }
+        let not_bootstrapped = stats_of(&routers)
+            .await?
+            .iter()
+            .filter(|s| !s.joined)
+            .count();
         Ok(Nodes {
             routers,
             join: started.elapsed(),
+            not_bootstrapped,
         })
     }
 

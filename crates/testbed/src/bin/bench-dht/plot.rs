@@ -123,14 +123,20 @@ fn table(runs: &Runs) -> String {
             } else {
                 1.0
             };
+            let format = |v: f64| {
+                if field.ends_with("rate") {
+                    format!("{v:.4}")
+                } else if field.starts_with("connections") || field == "remote_lookups" {
+                    format!("{v:.0}")
+                } else {
+                    short(v * scale)
+                }
+            };
             let cell = match spread(runs, field) {
-                Some((m, lo, hi)) if runs.len() > 1 && (hi - lo).abs() > f64::EPSILON => format!(
-                    "{} ({}–{})",
-                    short(m * scale),
-                    short(lo * scale),
-                    short(hi * scale)
-                ),
-                Some((m, _, _)) => short(m * scale),
+                Some((m, lo, hi)) if runs.len() > 1 && (hi - lo).abs() > f64::EPSILON => {
+                    format!("{} ({}–{})", format(m), format(lo), format(hi))
+                }
+                Some((m, _, _)) => format(m),
                 None => "–".to_owned(),
             };
             let _ = write!(out, " {cell} |");
