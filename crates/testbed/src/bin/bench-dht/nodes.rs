@@ -118,7 +118,9 @@ impl Nodes {
             router.advertise(keys).await?;
             loop {
                 let ended: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
-                if issued - (ended - before) <= args.announce_window as u64 {
+                // Nodes whose first bootstrap completes late announce their keys again.
+                let in_flight = issued.saturating_sub(ended.saturating_sub(before));
+                if in_flight <= args.announce_window as u64 {
                     break;
                 }
                 tokio::time::sleep(POLL).await;
@@ -126,7 +128,7 @@ impl Nodes {
         }
         let deadline = args.dht.query_timeout + Duration::from_secs(30);
         wait_until(&self.routers, deadline, "announcing", |s| {
-            s.iter().map(|s| s.announcements).sum::<u64>() - before >= issued
+            s.iter().map(|s| s.announcements).sum::<u64>() >= before + issued
         })
         .await?;
         Ok(started.elapsed())
