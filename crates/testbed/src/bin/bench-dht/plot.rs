@@ -169,7 +169,7 @@ fn svg(runs: &Runs) -> String {
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="11">
 <rect width="100%" height="100%" fill="white"/>
-<text x="{LEFT}" y="22" font-size="14" font-weight="bold">spegel's DHT against cluster size (bench-dht, one process, loopback TCP)</text>
+<text x="{LEFT}" y="22" font-size="14" font-weight="bold">spegel's DHT against cluster size (bench-dht: N routers in one process)</text>
 <text x="{LEFT}" y="40">Median of the runs, bars from min to max; N on a log scale; keys per node: {}</text>"#,
         keys.join(", ")
     );
