@@ -1,6 +1,6 @@
 //! Provider lookups: a Kademlia `GET_PROVIDERS` query per [`super::Command::Resolve`], whose
 //! providers are handed to the caller once their registry address is known (identify), and
-//! which ends early at the first answer naming providers when [`Task::stops_early`] says so.
+//! which ends early at the first answer naming providers when [`stops_early`] says so.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,7 +32,7 @@ pub(super) struct Lookup {
     waiting: HashSet<PeerId>,
     finished: bool,
     started: Instant,
-    /// End the DHT query at the first answer naming providers (see [`Task::stops_early`]).
+    /// End the DHT query at the first answer naming providers (see [`stops_early`]).
     stop_at_first_answer: bool,
     /// Cancelled when the lookup is dropped, so its watcher in `abandoned` lets go.
     _ended: DropGuard,
@@ -52,7 +52,7 @@ impl Task {
             return;
         }
         let local = self.stored_providers(&key) > 0;
-        let stop_at_first_answer = self.stops_early(&key);
+        let stop_at_first_answer = stops_early(self.stop_at_first_provider_answer, &key);
         let query = self.kad().get_providers(key.record_key());
         self.lookup_started_local.insert(query, local);
         // Watches the caller without keeping its channel open once the lookup ends.
@@ -78,15 +78,6 @@ impl Task {
                 _ended: ended_guard,
             },
         );
-    }
-
-    /// Whether a lookup of `key` ends at the first answer naming providers. Any holder of a
-    /// digest or a tag serves, so the first answer is enough. The cold-pull single flight
-    /// elects an owner among *all* claimants of an `inflight:` key and needs to know whether
-    /// anyone at all announced `coming:`; one answer may name only some of them (a record
-    /// holder that missed an ADD_PROVIDER), so those lookups walk to the closest nodes.
-    fn stops_early(&self, key: &Key) -> bool {
-        self.stop_at_first_provider_answer && matches!(key, Key::Digest(_) | Key::Tag(_))
     }
 
     /// An answer of lookup `query`'s DHT query named `providers`; `last`: the query is over.
@@ -228,5 +219,35 @@ impl Task {
             .iter()
             .filter(|p| p.provider != local && !p.is_expired(now))
             .count()
+    }
+}
+
+/// Whether a lookup of `key` ends at the first answer naming providers, when that is
+/// `enabled` ([`crate::DhtTuning::stop_at_first_provider_answer`]). Any holder of a digest or
+/// a tag serves, so the first answer is enough. The cold-pull single flight elects an owner
+/// among *all* claimants of an `inflight:` key and needs to know whether anyone at all
+/// announced `coming:`; one answer may name only some of them (a record holder that missed an
+/// ADD_PROVIDER), so those lookups walk to the closest nodes.
+fn stops_early(enabled: bool, key: &Key) -> bool {
+    enabled && matches!(key, Key::Digest(_) | Key::Tag(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use spegel_oci::Digest;
+
+    use super::*;
+
+    #[test]
+    fn only_digest_and_tag_lookups_stop_at_the_first_answer() {
+        let digest = Digest::sha256_of(b"layer");
+        assert!(stops_early(true, &Key::Digest(digest.clone())));
+        assert!(stops_early(
+            true,
+            &Key::tag("docker.io", "library/nginx", "1.27")
+        ));
+        assert!(!stops_early(true, &Key::InFlight(digest.clone())));
+        assert!(!stops_early(true, &Key::Coming(digest.clone())));
+        assert!(!stops_early(false, &Key::Digest(digest)));
     }
 }

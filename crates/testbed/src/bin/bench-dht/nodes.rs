@@ -96,6 +96,7 @@ impl Nodes {
                     "{waiting} nodes have no completed bootstrap yet, all have peers: going on"
                 );
             }
+            eprintln!("{} nodes up after {:.0?}", routers.len(), started.elapsed());
         }
         let not_bootstrapped = stats_of(&routers)
             .await?
