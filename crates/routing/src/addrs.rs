@@ -11,6 +11,10 @@
 //!
 //! Identify listen addresses must in addition carry the IP the peer is connected from (see
 //! `swarm.rs`): a node is dialled where it was seen, not where it says.
+//!
+//! A router on the in-process memory transport (benchmarks, [`crate::RouterConfig::in_memory`])
+//! accepts `/memory/<port>[/p2p/<id>]` instead, and nothing else; every other router refuses
+//! memory addresses.
 
 use std::net::IpAddr;
 
@@ -25,6 +29,7 @@ const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
 pub(crate) struct AddressPolicy {
     allow_loopback: bool,
     router_port: u16,
+    memory: bool,
 }
 
 impl AddressPolicy {
@@ -33,6 +38,16 @@ impl AddressPolicy {
         AddressPolicy {
             allow_loopback: is_loopback,
             router_port,
+            memory: false,
+        }
+    }
+
+    /// For a router on the in-process memory transport: memory addresses only.
+    pub(crate) fn in_memory() -> AddressPolicy {
+        AddressPolicy {
+            allow_loopback: false,
+            router_port: 0,
+            memory: true,
         }
     }
 
@@ -40,8 +55,11 @@ impl AddressPolicy {
     pub(crate) fn allows(&self, addr: &Multiaddr) -> bool {
         let mut parts = addr.iter();
         let ip = match parts.next() {
-            Some(Protocol::Ip4(ip)) => IpAddr::V4(ip),
-            Some(Protocol::Ip6(ip)) => IpAddr::V6(ip),
+            Some(Protocol::Ip4(ip)) if !self.memory => IpAddr::V4(ip),
+            Some(Protocol::Ip6(ip)) if !self.memory => IpAddr::V6(ip),
+            Some(Protocol::Memory(port)) if self.memory => {
+                return port != 0 && matches!(parts.next(), None | Some(Protocol::P2p(_)));
+            }
             _ => return false,
         };
         let Some(Protocol::Tcp(port)) = parts.next() else {
@@ -74,11 +92,13 @@ impl AddressPolicy {
     }
 }
 
-/// The IP of `addr`, if it has one.
+/// The IP of `addr`, if it has one. A memory address is this host's loopback: only a router
+/// on the memory transport has such connections, and its peers share its process.
 pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        Protocol::Memory(_) => Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         _ => None,
     })
 }
@@ -115,6 +135,16 @@ mod tests {
             let addr: Multiaddr = addr.parse().unwrap();
             assert_eq!(node.allows(&addr), allowed, "{addr}");
         }
+    }
+
+    #[test]
+    fn memory_addresses_only_for_a_router_on_the_memory_transport() {
+        let memory: Multiaddr = "/memory/1234".parse().unwrap();
+        let tcp: Multiaddr = "/ip4/10.0.0.2/tcp/5001".parse().unwrap();
+        assert!(AddressPolicy::in_memory().allows(&memory));
+        assert!(!AddressPolicy::in_memory().allows(&tcp));
+        assert!(!AddressPolicy::in_memory().allows(&"/memory/0".parse().unwrap()));
+        assert!(!AddressPolicy::new(true, 0).allows(&memory));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! spegel's content routing: which peers hold a key.
 //!
-//! A libp2p Kademlia DHT (TCP + optional `pnet` pre-shared key + Noise + yamux, see [`transport`]; protocol `/spegel/kad/1.0.0`, server mode) plus
+//! A libp2p Kademlia DHT (TCP + optional `pnet` pre-shared key + Noise + yamux, see
+//! [`transport`]; protocol `/spegel/kad/1.0.0`, server mode, tuned by [`DhtTuning`]) plus
 //! identify. One task owns the `Swarm` ([`swarm`]) and is driven by commands from cheap
 //! [`Router`] handles: advertise and withdraw [`Key`]s, resolve a key to [`Provider`]s (peers'
 //! registry addresses, never our own), and report how many peers we know.
@@ -18,9 +19,11 @@ mod error;
 mod identity;
 mod key;
 mod router;
+mod stats;
 mod store;
 mod swarm;
 mod transport;
+mod tuning;
 
 pub use bootstrap::{
     Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, StaticBootstrap, parse_peer_addr,
@@ -31,4 +34,6 @@ pub use key::Key;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
 pub use router::{Provider, Router, RouterConfig};
+pub use stats::RouterStats;
 pub use transport::psk_fingerprint;
+pub use tuning::DhtTuning;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::swarm::{self, Command};
-use crate::{Bootstrap, BootstrapPeer, Error, Key, Result};
+use crate::{Bootstrap, BootstrapPeer, DhtTuning, Error, Key, Result, RouterStats};
 
 /// How the router runs.
 pub struct RouterConfig {
@@ -35,6 +35,13 @@ pub struct RouterConfig {
     /// The cluster's libp2p pre-shared key: with it only peers holding the same key can
     /// connect (`pnet`); `None` leaves the DHT open to anyone who reaches the port.
     pub pre_shared_key: Option<[u8; 32]>,
+    /// Kademlia's replication, query and connection settings.
+    pub dht: DhtTuning,
+    /// Listen and dial on libp2p's in-process memory transport instead of TCP (`listen` is
+    /// then ignored): for benchmarks running many routers in one process, where TCP would
+    /// need two file descriptors per connection. Peers on it count as this host. Never set
+    /// by `spegel-node`.
+    pub in_memory: bool,
 }
 
 impl RouterConfig {
@@ -55,6 +62,8 @@ impl RouterConfig {
             bootstrap_refresh: Duration::from_secs(5 * 60),
             bootstrap_max_backoff: Duration::from_secs(30),
             pre_shared_key: None,
+            dht: DhtTuning::default(),
+            in_memory: false,
         }
     }
 }
@@ -165,6 +174,21 @@ impl Router {
     pub async fn advertised(&self) -> Result<Vec<Key>> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Advertised(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// What this node's DHT did so far: lookups, announcements, connections.
+    pub async fn stats(&self) -> Result<RouterStats> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
+    /// How many provider records of other peers for `key` this node's store holds: a lookup
+    /// of `key` from this node is answered from that store when it is not zero.
+    pub async fn stored_providers(&self, key: &Key) -> Result<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::StoredProviders(key.clone(), tx)).await?;
         rx.await.map_err(|_| Error::Stopped)
     }
 

@@ -54,12 +54,19 @@ impl Default for StoreLimits {
     }
 }
 
-/// Records refused since the last sweep, reported (once) by the sweep.
+/// Records refused since the store was created; each sweep reports those it has not yet.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Refused {
     pub values: u64,
     pub not_keys: u64,
     pub over_quota: u64,
+}
+
+impl Refused {
+    /// Provider records of others refused (not a key, or over a quota).
+    pub(crate) fn provider_records(&self) -> u64 {
+        self.not_keys + self.over_quota
+    }
 }
 
 /// See the module doc.
@@ -73,6 +80,8 @@ pub(crate) struct ProviderStore {
     others_count: usize,
     last_sweep: Instant,
     refused: Refused,
+    /// `refused` as of the last sweep's report.
+    reported: Refused,
 }
 
 impl ProviderStore {
@@ -87,7 +96,13 @@ impl ProviderStore {
             others_count: 0,
             last_sweep: Instant::now(),
             refused: Refused::default(),
+            reported: Refused::default(),
         }
+    }
+
+    /// What was refused since the store was created.
+    pub(crate) fn refused(&self) -> Refused {
+        self.refused
     }
 
     /// How many records of other nodes are held.
@@ -116,12 +131,13 @@ impl ProviderStore {
             !records.is_empty()
         });
         self.others_count = self.others.values().map(Vec::len).sum();
-        let refused = std::mem::take(&mut self.refused);
-        if refused != Refused::default() {
+        let (refused, reported) = (self.refused, self.reported);
+        self.reported = refused;
+        if refused != reported {
             warn!(
-                values = refused.values,
-                not_keys = refused.not_keys,
-                over_quota = refused.over_quota,
+                values = refused.values - reported.values,
+                not_keys = refused.not_keys - reported.not_keys,
+                over_quota = refused.over_quota - reported.over_quota,
                 "refused DHT records from peers in the last minute"
             );
         }

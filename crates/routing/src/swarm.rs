@@ -1,7 +1,7 @@
 //! The task that owns the libp2p `Swarm`: Kademlia + identify, driven by [`Command`]s.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -9,29 +9,29 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::kad::{self, GetProvidersOk, Mode, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::addrs::{AddressPolicy, ip_of};
 use crate::bootstrap::socket_multiaddr;
 use crate::store::{ProviderStore, StoreLimits};
-use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig};
+use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
+
+mod lookup;
+
+use lookup::Lookup;
 
 /// The Kademlia protocol name, as Spegel uses it.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/spegel/kad/1.0.0");
 const IDENTIFY_PROTOCOL: &str = "/spegel/id/1.0.0";
 /// Prefix of the registry port in our identify agent version.
 const REGISTRY_PORT_TAG: &str = "registry-port=";
-/// How long a lookup may wait for a provider's address before giving up on it.
-const RESOLVE_DEADLINE: Duration = Duration::from_secs(10);
-/// Lookups in flight at once; past this a lookup finds nothing (the request answers 404 and
-/// containerd goes to the upstream) instead of queueing DHT work without bound.
-const MAX_LOOKUPS: usize = 256;
 /// Keys whose announcement failed, announced again per second.
 const RETRY_PER_TICK: usize = 64;
 /// libp2p connections: established in total and inbound (outbound always keeps room for
@@ -53,6 +53,8 @@ pub(crate) enum Command {
     },
     Dial(Vec<BootstrapPeer>),
     Advertised(oneshot::Sender<Vec<Key>>),
+    Stats(oneshot::Sender<RouterStats>),
+    StoredProviders(Key, oneshot::Sender<usize>),
 }
 
 #[derive(NetworkBehaviour)]
@@ -67,19 +69,6 @@ struct Behaviour {
 struct PeerInfo {
     ip: Option<IpAddr>,
     registry_port: Option<u16>,
-}
-
-/// A provider lookup in flight.
-struct Lookup {
-    providers: mpsc::Sender<Provider>,
-    limit: usize,
-    sent: HashSet<PeerId>,
-    /// Providers found whose registry address we are still learning (dial + identify).
-    waiting: HashSet<PeerId>,
-    finished: bool,
-    started: Instant,
-    /// Cancelled when the lookup is dropped, so its watcher in `abandoned` lets go.
-    _ended: DropGuard,
 }
 
 struct Task {
@@ -98,6 +87,13 @@ struct Task {
     /// nobody and are repeated once (later bootstraps do not re-announce everything).
     unannounced: bool,
     bootstrap_requested: bool,
+    stats: RouterStats,
+    /// Every provider query still running, and whether our own store held providers for its
+    /// key when it started (for [`RouterStats`]; outlives the entry in `lookups`).
+    lookup_started_local: HashMap<QueryId, bool>,
+    stop_at_first_provider_answer: bool,
+    /// Addresses we dialled and still hold a connection to.
+    dialled: HashSet<Multiaddr>,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -120,9 +116,13 @@ pub(crate) async fn spawn(
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
         .set_provider_record_ttl(Some(config.provider_ttl))
-        .set_provider_publication_interval(Some(config.republish_interval))
-        .set_query_timeout(Duration::from_secs(30));
-    let addresses = AddressPolicy::new(config.listen.ip().is_loopback(), config.listen.port());
+        .set_provider_publication_interval(Some(config.republish_interval));
+    config.dht.apply(&mut kad_config);
+    let addresses = if config.in_memory {
+        AddressPolicy::in_memory()
+    } else {
+        AddressPolicy::new(config.listen.ip().is_loopback(), config.listen.port())
+    };
     let store = ProviderStore::new(local, StoreLimits::default(), addresses);
     let limits = ConnectionLimits::default()
         .with_max_established(Some(MAX_CONNECTIONS))
@@ -132,7 +132,9 @@ pub(crate) async fn spawn(
         .with_max_pending_outgoing(Some(MAX_PENDING_OUTBOUND));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_other_transport(|key| crate::transport::build(key, addresses, config.pre_shared_key))
+        .with_other_transport(|key| {
+            crate::transport::build(key, addresses, config.pre_shared_key, config.in_memory)
+        })
         .map_err(|e| listen_error(e.to_string()))?
         .with_behaviour(|key| {
             let mut kad = kad::Behaviour::with_config(local, store, kad_config);
@@ -149,14 +151,22 @@ pub(crate) async fn spawn(
             }
         })
         .map_err(|e| listen_error(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.dht.idle_connection_timeout))
         .build();
+    let listen_on = if config.in_memory {
+        Multiaddr::empty().with(Protocol::Memory(0))
+    } else {
+        socket_multiaddr(config.listen)
+    };
     swarm
-        .listen_on(socket_multiaddr(config.listen))
+        .listen_on(listen_on)
         .map_err(|e| listen_error(e.to_string()))?;
     let listen = loop {
         match swarm.select_next_some().await {
-            SwarmEvent::NewListenAddr { address, .. } => break address,
+            SwarmEvent::NewListenAddr { address, .. } => {
+                announce_address(&mut swarm, addresses, address.clone());
+                break address;
+            }
             SwarmEvent::ListenerClosed { reason, .. } => {
                 let reason = reason.err().map_or("closed".to_owned(), |e| e.to_string());
                 return Err(listen_error(reason));
@@ -177,6 +187,10 @@ pub(crate) async fn spawn(
         peer_count,
         unannounced: true,
         bootstrap_requested: false,
+        stats: RouterStats::default(),
+        lookup_started_local: HashMap::new(),
+        stop_at_first_provider_answer: config.dht.stop_at_first_provider_answer,
+        dialled: HashSet::new(),
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -228,39 +242,18 @@ impl Task {
                 key,
                 limit,
                 providers,
-            } => {
-                if self.lookups.len() >= MAX_LOOKUPS {
-                    // Dropping `providers` answers "nobody has it" at once.
-                    debug!(%key, "too many lookups in flight; not looking up");
-                    return;
-                }
-                let query = self.kad().get_providers(key.record_key());
-                // Watches the caller without keeping its channel open once the lookup ends.
-                let (caller, ended) = (providers.clone(), CancellationToken::new());
-                let ended_guard = ended.clone().drop_guard();
-                self.abandoned.push(Box::pin(async move {
-                    tokio::select! {
-                        () = caller.closed() => {}
-                        () = ended.cancelled() => {}
-                    }
-                    query
-                }));
-                self.lookups.insert(
-                    query,
-                    Lookup {
-                        providers,
-                        limit,
-                        sent: HashSet::new(),
-                        waiting: HashSet::new(),
-                        finished: false,
-                        started: Instant::now(),
-                        _ended: ended_guard,
-                    },
-                );
-            }
+            } => self.start_lookup(key, limit, providers),
             Command::Dial(peers) => self.dial(peers),
             Command::Advertised(reply) => {
                 let _ = reply.send(self.advertised.iter().cloned().collect());
+            }
+            Command::Stats(reply) => {
+                let refused = self.kad().store_mut().refused().provider_records();
+                self.stats.records_refused = refused;
+                let _ = reply.send(self.stats.clone());
+            }
+            Command::StoredProviders(key, reply) => {
+                let _ = reply.send(self.stored_providers(&key));
             }
         }
     }
@@ -272,6 +265,7 @@ impl Task {
                 self.unannounced_keys.remove(key);
             }
             Err(e) => {
+                self.stats.announcements_refused += 1;
                 if self.unannounced_keys.insert(key.clone()) {
                     warn!(%key, error = %e, "cannot advertise key; will retry");
                 }
@@ -302,10 +296,13 @@ impl Task {
                 Some(id) if id == self.local => continue,
                 Some(id) if self.swarm.is_connected(&id) => continue,
                 Some(id) => vec![DialOpts::peer_id(id).addresses(peer.addrs).build()],
-                // Without an ID we learn it when the connection is up.
+                // Without an ID we learn it when the connection is up; an address we
+                // already hold a connection to is not dialled again (the bootstrap loop
+                // retries every few hundred ms until the routing table fills).
                 None => peer
                     .addrs
                     .into_iter()
+                    .filter(|a| !self.dialled.contains(a))
                     .map(|a| DialOpts::unknown_peer_id().address(a).build())
                     .collect(),
             };
@@ -325,6 +322,21 @@ impl Task {
                 if let Some(ip) = ip_of(endpoint.get_remote_address()) {
                     self.peers.entry(peer_id).or_default().ip = Some(ip);
                 }
+                if endpoint.is_dialer() {
+                    self.dialled
+                        .insert(without_peer_id(endpoint.get_remote_address()));
+                }
+                self.count_connections();
+            }
+            SwarmEvent::ConnectionClosed { endpoint, .. } => {
+                if endpoint.is_dialer() {
+                    self.dialled
+                        .remove(&without_peer_id(endpoint.get_remote_address()));
+                }
+                self.count_connections();
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                announce_address(&mut self.swarm, self.addresses, address);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
@@ -357,19 +369,11 @@ impl Task {
                 self.kad().add_address(&peer, addr);
             }
         }
-        // Lookups that were waiting for this peer's registry address.
-        let ready: Vec<QueryId> = self
-            .lookups
-            .iter()
-            .filter(|(_, l)| l.waiting.contains(&peer))
-            .map(|(id, _)| *id)
-            .collect();
-        for query in ready {
-            self.offer(query, peer);
-        }
+        self.registry_known(peer);
     }
 
     fn on_kad(&mut self, event: kad::Event) {
+        self.stats.observe(&event, &mut self.lookup_started_local);
         match event {
             kad::Event::RoutingUpdated { .. } => {
                 let count = self.routing_table_size();
@@ -388,14 +392,7 @@ impl Task {
             } => match result {
                 QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
                     providers, ..
-                })) => {
-                    for peer in providers {
-                        self.offer(id, peer);
-                    }
-                    if step.last {
-                        self.finish_lookup(id);
-                    }
-                }
+                })) => self.found_providers(id, providers, step.last),
                 QueryResult::GetProviders(_) if step.last => self.finish_lookup(id),
                 QueryResult::Bootstrap(Ok(done)) if done.num_remaining == 0 && self.unannounced => {
                     self.unannounced = false;
@@ -422,99 +419,34 @@ impl Task {
         }
     }
 
-    /// Sends `peer` to lookup `query` if we know its registry address; else dials it and
-    /// waits for identify.
-    fn offer(&mut self, query: QueryId, peer: PeerId) {
-        if peer == self.local {
-            return;
-        }
-        let address = self.peers.get(&peer).and_then(|info| {
-            let ip = info.ip?;
-            Some(SocketAddr::new(ip, info.registry_port?))
-        });
-        let Some(lookup) = self.lookups.get_mut(&query) else {
-            return;
-        };
-        if lookup.sent.contains(&peer) {
-            return;
-        }
-        match address {
-            Some(registry) => {
-                lookup.waiting.remove(&peer);
-                lookup.sent.insert(peer);
-                if lookup
-                    .providers
-                    .try_send(Provider { peer, registry })
-                    .is_err()
-                {
-                    lookup.finished = true;
-                }
-                if lookup.sent.len() >= lookup.limit || lookup.providers.is_closed() {
-                    lookup.finished = true;
-                    lookup.waiting.clear();
-                    if let Some(mut q) = self.kad().query_mut(&query) {
-                        q.finish();
-                    }
-                    self.lookups.remove(&query);
-                }
-            }
-            None => {
-                if lookup.waiting.insert(peer) && !self.swarm.is_connected(&peer) {
-                    // Kademlia supplies the addresses it learnt for this peer in the query.
-                    if let Err(e) = self.swarm.dial(DialOpts::peer_id(peer).build()) {
-                        debug!(%peer, error = %e, "cannot dial provider");
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish_lookup(&mut self, query: QueryId) {
-        if let Some(lookup) = self.lookups.get_mut(&query) {
-            lookup.finished = true;
-            if lookup.waiting.is_empty() {
-                self.lookups.remove(&query);
-            }
-        }
-    }
-
-    fn forget_waiting(&mut self, peer: PeerId) {
-        for lookup in self.lookups.values_mut() {
-            lookup.waiting.remove(&peer);
-        }
-        self.lookups
-            .retain(|_, l| !(l.finished && l.waiting.is_empty()));
-    }
-
-    /// Drops lookups whose callers are gone or that waited too long, and finishes their
-    /// DHT queries.
-    fn expire_lookups(&mut self) {
-        let over: Vec<QueryId> = self
-            .lookups
-            .iter()
-            .filter(|(_, l)| {
-                let done = l.providers.is_closed() || (l.finished && l.waiting.is_empty());
-                done || l.started.elapsed() >= RESOLVE_DEADLINE
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for query in over {
-            self.end_lookup(query);
-        }
-    }
-
-    /// Forgets lookup `query` and stops its DHT query (its caller is gone or it is over).
-    fn end_lookup(&mut self, query: QueryId) {
-        if self.lookups.remove(&query).is_some()
-            && let Some(mut q) = self.kad().query_mut(&query)
-        {
-            q.finish();
-        }
-    }
-
     fn routing_table_size(&mut self) -> usize {
         self.kad().kbuckets().map(|b| b.num_entries()).sum()
     }
+
+    fn count_connections(&mut self) {
+        let info = self.swarm.network_info();
+        let open = info.connection_counters().num_established() as usize;
+        self.stats.connections_now(open, info.num_peers());
+    }
+}
+
+/// Makes `address` (one we listen on) part of our provider records when `policy` would let
+/// a peer dial it. Kademlia sends our external addresses with every ADD_PROVIDER; a record
+/// without addresses is only handed out by nodes that happen to have us in their routing
+/// table, so at a few hundred nodes lookups of keys held by one node failed. A listener on
+/// `0.0.0.0` reports each interface address: loopback ones only count when we listen on
+/// loopback (tests, benchmarks).
+fn announce_address(swarm: &mut Swarm<Behaviour>, policy: AddressPolicy, address: Multiaddr) {
+    if policy.allows(&address) {
+        swarm.add_external_address(address);
+    }
+}
+
+/// `addr` without a trailing `/p2p/<peer id>`.
+fn without_peer_id(addr: &Multiaddr) -> Multiaddr {
+    addr.iter()
+        .filter(|p| !matches!(p, Protocol::P2p(_)))
+        .collect()
 }
 
 /// The registry port a peer announces in its identify agent version.

@@ -6,14 +6,21 @@
 //! unchecked, whichever behaviour asked for the dial. With a pre-shared key every byte after
 //! the TCP handshake is encrypted with it (XSalsa20), so a peer without the same key cannot
 //! even negotiate Noise: its connection fails before Kademlia or identify see it.
+//!
+//! A router started [`crate::RouterConfig::in_memory`] (benchmarks of many routers in one
+//! process) runs the same filter, pnet, Noise and yamux over libp2p's memory transport
+//! instead of TCP.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::Either;
+use futures_util::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::{Boxed, DialOpts, ListenerId, TransportError, TransportEvent};
+use libp2p::core::transport::{
+    Boxed, DialOpts, ListenerId, MemoryTransport, TransportError, TransportEvent,
+};
 use libp2p::core::upgrade::Version;
 use libp2p::core::{Multiaddr, Transport};
 use libp2p::identity::Keypair;
@@ -71,19 +78,44 @@ impl<T: Transport + Unpin> Transport for FilteredDial<T> {
 /// Why the transport could not be built (the shape libp2p's `SwarmBuilder` takes).
 pub(crate) type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
-/// TCP (dials filtered by `policy`), pnet with `psk` when one is given, Noise with `key`,
-/// yamux.
+/// TCP (or the memory transport when `in_memory`) with dials filtered by `policy`, pnet with
+/// `psk` when one is given, Noise with `key`, yamux.
 pub(crate) fn build(
     key: &Keypair,
     policy: AddressPolicy,
     psk: Option<[u8; 32]>,
+    in_memory: bool,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError> {
+    if in_memory {
+        let memory = FilteredDial {
+            inner: MemoryTransport::default(),
+            policy,
+        };
+        return upgrade(memory, key, psk);
+    }
     let tcp = FilteredDial {
         inner: tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
         policy,
     };
+    upgrade(tcp, key, psk)
+}
+
+/// The upgrades every connection goes through: pnet (with `psk`), Noise, yamux, all within
+/// [`HANDSHAKE_TIMEOUT`].
+fn upgrade<T>(
+    base: T,
+    key: &Keypair,
+    psk: Option<[u8; 32]>,
+) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError>
+where
+    T: Transport + Unpin + Send + 'static,
+    T::Output: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
     let psk = psk.map(PreSharedKey::new);
-    Ok(tcp
+    Ok(base
         .and_then(move |socket, _| async move {
             match psk {
                 Some(psk) => PnetConfig::new(psk)

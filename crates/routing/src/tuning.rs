@@ -1,0 +1,47 @@
+//! [`DhtTuning`]: the Kademlia knobs the scale benchmark (`bench-dht`, `docs/scale.md`)
+//! measured, in one place, with the values the measurements chose as defaults.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use libp2p::kad;
+
+/// How the DHT replicates records, runs queries and keeps connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtTuning {
+    /// How many of the closest peers store each provider record (Kademlia's k for records;
+    /// the routing table's bucket size stays libp2p's 20).
+    pub replication_factor: NonZeroUsize,
+    /// How many requests a lookup keeps in flight (Kademlia's α).
+    pub query_parallelism: NonZeroUsize,
+    /// The longest a whole query (lookup, announcement, bootstrap) may take.
+    pub query_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_connection_timeout: Duration,
+    /// End a provider lookup after the first answer that names providers, instead of
+    /// walking on to the closest peers: every holder of the record answers with all the
+    /// providers it knows, so walking on mostly finds the same providers again.
+    pub stop_at_first_provider_answer: bool,
+}
+
+impl Default for DhtTuning {
+    fn default() -> DhtTuning {
+        DhtTuning {
+            replication_factor: kad::K_VALUE,
+            query_parallelism: NonZeroUsize::MIN.saturating_add(1),
+            query_timeout: Duration::from_secs(30),
+            idle_connection_timeout: Duration::from_secs(30),
+            stop_at_first_provider_answer: true,
+        }
+    }
+}
+
+impl DhtTuning {
+    /// Applies the query settings to a Kademlia config.
+    pub(crate) fn apply(&self, config: &mut kad::Config) {
+        config
+            .set_replication_factor(self.replication_factor)
+            .set_parallelism(self.query_parallelism)
+            .set_query_timeout(self.query_timeout);
+    }
+}

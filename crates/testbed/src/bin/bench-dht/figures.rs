@@ -1,0 +1,193 @@
+//! The figures of one run, as one JSON object (`--json`) or a short text summary.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use spegel_routing::RouterStats;
+
+use crate::Args;
+use crate::inventory::{Class, Inventory};
+use crate::lookups::Lookup;
+
+/// What a run measured besides the lookups.
+pub struct Measured {
+    pub join: Duration,
+    pub not_bootstrapped: usize,
+    pub announce: Duration,
+    /// IP bytes every node together sent while announcing (noise, yamux and Kademlia,
+    /// requests and answers, TCP/IP headers and ACKs).
+    pub announce_bytes: u64,
+    /// The byte count is this process's own (a private network namespace).
+    pub private_netns: bool,
+    /// Over the memory transport: no bytes counted.
+    pub memory: bool,
+    pub rss_bytes: u64,
+    pub stats: Vec<RouterStats>,
+}
+
+/// The JSON object of one run.
+pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measured) -> Value {
+    let n = args.nodes;
+    let sum = |f: &dyn Fn(&RouterStats) -> u64| m.stats.iter().map(f).sum::<u64>();
+    let announcements = sum(&|s| s.announcements);
+    let sends_per_announcement = args.dht.replication_factor.get().min(n - 1) as u64;
+    let delivery = ratio(
+        sum(&|s| s.add_providers_stored),
+        announcements * sends_per_announcement,
+    );
+    let remote: Vec<&Lookup> = lookups.iter().filter(|l| !l.local).collect();
+    let local: Vec<&Lookup> = lookups.iter().filter(|l| l.local).collect();
+    let announce_requests = sum(&|s| s.announcement_requests);
+    let per_hour = 3600.0 / args.republish_interval.as_secs_f64();
+    let bytes = |v: Option<f64>| if m.memory { None } else { v };
+    let reprovide = bytes(Some(m.announce_bytes as f64 / n as f64 * per_hour));
+    let classes: Vec<Value> = Class::ALL
+        .iter()
+        .map(|&class| {
+            let of: Vec<&Lookup> = lookups.iter().filter(|l| l.class == class).collect();
+            let remote: Vec<&Lookup> = of.iter().copied().filter(|l| !l.local).collect();
+            json!({
+                "holders": class.name(),
+                "lookups": of.len(),
+                "success_rate": success(&of),
+                "remote_lookups": remote.len(),
+                "remote_p50_ms": percentile_ms(&remote, 0.5),
+                "requests_per_lookup": mean_requests(&of),
+            })
+        })
+        .collect();
+    json!({
+        "nodes": n,
+        "digests_per_node": args.digests_per_node,
+        "distinct_keys": inventory.distinct_keys(),
+        "lookups": lookups.len(),
+        "lookup_success_rate": success(&lookups.iter().collect::<Vec<_>>()),
+        "remote_lookups": remote.len(),
+        "remote_success_rate": success(&remote),
+        "remote_p50_ms": percentile_ms(&remote, 0.5),
+        "remote_p99_ms": percentile_ms(&remote, 0.99),
+        "remote_max_ms": percentile_ms(&remote, 1.0),
+        "remote_requests_per_lookup": mean_requests(&remote),
+        "local_lookups": local.len(),
+        "local_p50_ms": percentile_ms(&local, 0.5),
+        "local_p99_ms": percentile_ms(&local, 0.99),
+        "requests_per_lookup": mean_requests(&lookups.iter().collect::<Vec<_>>()),
+        "by_holders": classes,
+        "announcements": announcements,
+        "announcements_timed_out": sum(&|s| s.announcements_timed_out),
+        "announcements_refused": sum(&|s| s.announcements_refused),
+        "records_refused": sum(&|s| s.records_refused),
+        "requests_per_announcement": ratio(announce_requests, announcements),
+        "provide_delivery_rate": delivery,
+        "connections_per_node_max": m.stats.iter().map(|s| s.connections_peak).max(),
+        "connections_per_node_peak_median": median(m.stats.iter().map(|s| s.connections_peak)),
+        "connections_per_node_mean_end": ratio(sum(&|s| s.connections as u64), n as u64),
+        "rss_mb_per_node": m.rss_bytes as f64 / 1e6 / n as f64,
+        "transport": if m.memory { "memory" } else { "tcp" },
+        "announce_bytes_per_key": bytes(ratio(m.announce_bytes, announcements)),
+        "announce_bytes_per_request": bytes(ratio(m.announce_bytes, announce_requests)),
+        "reprovide_bytes_per_node_per_hour": reprovide,
+        "traffic_private_netns": m.private_netns,
+        "connected_peers_per_node_mean_end": ratio(sum(&|s| s.connected_peers as u64), n as u64),
+        "join_seconds": m.join.as_secs_f64(),
+        "nodes_without_completed_bootstrap": m.not_bootstrapped,
+        "announce_seconds": m.announce.as_secs_f64(),
+        "tuning": {
+            "replication_factor": args.dht.replication_factor.get(),
+            "query_parallelism": args.dht.query_parallelism.get(),
+            "idle_connection_timeout_s": args.dht.idle_connection_timeout.as_secs_f64(),
+            "stop_at_first_provider_answer": args.dht.stop_at_first_provider_answer,
+            "republish_interval_s": args.republish_interval.as_secs_f64(),
+            "resolve_limit": args.limit,
+            "seeds": args.seeds,
+            "pnet": args.pre_shared_key.is_some(),
+        },
+    })
+}
+
+/// A one-screen summary of the figures that matter most.
+pub fn summary(f: &Value) -> String {
+    format!(
+        "{} nodes × {} keys: lookups {} (remote {}), success {:.4}; remote p50 {:.2} ms, p99 {:.2} ms; \
+         requests/lookup {:.2} (remote {:.2}); delivery {:.4}; connections/node max {}; \
+         RSS/node {:.2} MB; re-provide {:.0} KB/node/hour; join {:.1} s, announce {:.1} s",
+        f["nodes"],
+        f["digests_per_node"],
+        f["lookups"],
+        f["remote_lookups"],
+        f["lookup_success_rate"].as_f64().unwrap_or(0.0),
+        f["remote_p50_ms"].as_f64().unwrap_or(f64::NAN),
+        f["remote_p99_ms"].as_f64().unwrap_or(f64::NAN),
+        f["requests_per_lookup"].as_f64().unwrap_or(f64::NAN),
+        f["remote_requests_per_lookup"].as_f64().unwrap_or(f64::NAN),
+        f["provide_delivery_rate"].as_f64().unwrap_or(f64::NAN),
+        f["connections_per_node_max"],
+        f["rss_mb_per_node"].as_f64().unwrap_or(f64::NAN),
+        f["reprovide_bytes_per_node_per_hour"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / 1e3,
+        f["join_seconds"].as_f64().unwrap_or(0.0),
+        f["announce_seconds"].as_f64().unwrap_or(0.0),
+    )
+}
+
+fn median(values: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut values: Vec<usize> = values.collect();
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
+}
+
+fn success(lookups: &[&Lookup]) -> Option<f64> {
+    ratio(
+        lookups.iter().filter(|l| l.found).count() as u64,
+        lookups.len() as u64,
+    )
+}
+
+fn mean_requests(lookups: &[&Lookup]) -> Option<f64> {
+    ratio(
+        lookups.iter().map(|l| l.requests).sum(),
+        lookups.len() as u64,
+    )
+}
+
+/// The `p` quantile of the lookups' latencies in ms (nearest rank); `None` when empty.
+fn percentile_ms(lookups: &[&Lookup], p: f64) -> Option<f64> {
+    let mut ms: Vec<f64> = lookups
+        .iter()
+        .map(|l| l.latency.as_secs_f64() * 1e3)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let rank = ((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len().max(1));
+    ms.get(rank - 1).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(ms: u64) -> Lookup {
+        Lookup {
+            class: Class::Unique,
+            local: false,
+            found: true,
+            latency: Duration::from_millis(ms),
+            requests: 3,
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let all: Vec<Lookup> = (1..=100).map(lookup).collect();
+        let refs: Vec<&Lookup> = all.iter().collect();
+        assert_eq!(percentile_ms(&refs, 0.5), Some(50.0));
+        assert_eq!(percentile_ms(&refs, 0.99), Some(99.0));
+        assert_eq!(percentile_ms(&refs, 1.0), Some(100.0));
+        assert_eq!(percentile_ms(&[], 0.5), None);
+    }
+}

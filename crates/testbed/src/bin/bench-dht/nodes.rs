@@ -1,0 +1,202 @@
+//! The nodes: N routers in this process, joined through static bootstrap peers, and the
+//! announcement of their inventory.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use spegel_routing::{
+    Bootstrap, BootstrapPeer, Keypair, PeersFuture, Router, RouterConfig, RouterStats,
+    StaticBootstrap,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::Args;
+use crate::inventory::Inventory;
+
+/// The registry port every node announces (never dialled here).
+const REGISTRY_PORT: u16 = 5000;
+/// How often the nodes' counters are polled while waiting.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Seeds start before anyone knows their addresses: they ask this source, which answers
+/// the seed list once it is set (and nothing before). Memory-transport nodes use it too
+/// (the static source parses TCP addresses only).
+struct SeedList(Arc<OnceLock<Vec<BootstrapPeer>>>);
+
+impl Bootstrap for SeedList {
+    fn peers(&self) -> PeersFuture<'_> {
+        Box::pin(async move { Ok(self.0.get().cloned().unwrap_or_default()) })
+    }
+}
+
+/// Every router, started and joined.
+pub struct Nodes {
+    pub routers: Vec<Router>,
+    /// Each router's task: ends once the shutdown token is cancelled.
+    tasks: Vec<JoinHandle<()>>,
+    pub join: Duration,
+    /// Nodes whose first bootstrap had not completed when the join phase ended.
+    pub not_bootstrapped: usize,
+}
+
+impl Nodes {
+    /// Starts `--seeds` nodes, then the others in batches of `--start-batch`, each batch
+    /// waiting until its nodes have joined (their first bootstrap completed).
+    pub async fn start(args: &Args, shutdown: &CancellationToken) -> Result<Nodes> {
+        let started = Instant::now();
+        let seed_list = Arc::new(OnceLock::new());
+        let mut routers = Vec::with_capacity(args.nodes);
+        let mut tasks = Vec::with_capacity(args.nodes);
+        for _ in 0..args.seeds {
+            let source = Arc::new(SeedList(seed_list.clone()));
+            let (router, task) = start_one(args, source, shutdown).await?;
+            routers.push(router);
+            tasks.push(task);
+        }
+        let seeds: Vec<String> = routers
+            .iter()
+            .map(|r| r.listen_addr().to_string())
+            .collect();
+        let peers: Arc<dyn Bootstrap> = if args.memory {
+            Arc::new(SeedList(seed_list.clone()))
+        } else {
+            Arc::new(StaticBootstrap::new(&seeds, 0)?)
+        };
+        let seed_peers = routers
+            .iter()
+            .map(|r| BootstrapPeer {
+                id: None,
+                addrs: vec![r.listen_addr().clone()],
+            })
+            .collect();
+        let _ = seed_list.set(seed_peers);
+        while routers.len() < args.nodes {
+            let batch = args.start_batch.min(args.nodes - routers.len());
+            for _ in 0..batch {
+                let (router, task) = start_one(args, peers.clone(), shutdown).await?;
+                routers.push(router);
+                tasks.push(task);
+            }
+            let joined = wait_until(&routers, args.join_timeout, "joining", |s| {
+                s.iter().all(|s| s.joined)
+            })
+            .await;
+            // On a starved CPU a first bootstrap can time out (Kademlia then retries every
+            // few minutes); a node that is connected has joined for every practical purpose.
+            if let Err(e) = joined {
+                let stats = stats_of(&routers).await?;
+                if stats.iter().any(|s| s.connected_peers == 0) {
+                    return Err(e);
+                }
+                let waiting = stats.iter().filter(|s| !s.joined).count();
+                eprintln!(
+                    "{waiting} nodes have no completed bootstrap yet, all have peers: going on"
+                );
+            }
+            eprintln!("{} nodes up after {:.0?}", routers.len(), started.elapsed());
+        }
+        let not_bootstrapped = stats_of(&routers)
+            .await?
+            .iter()
+            .filter(|s| !s.joined)
+            .count();
+        Ok(Nodes {
+            routers,
+            tasks,
+            join: started.elapsed(),
+            not_bootstrapped,
+        })
+    }
+
+    /// Waits until every router stopped (after the shutdown token was cancelled).
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// The counters of every node, in order.
+    pub async fn stats(&self) -> Result<Vec<RouterStats>> {
+        stats_of(&self.routers).await
+    }
+
+    /// Announces every node's keys, keeping at most `--announce-window` announcements in
+    /// flight across the cluster, and waits until all have ended. Returns how long it took.
+    pub async fn announce(&self, args: &Args, inventory: &Inventory) -> Result<Duration> {
+        let started = Instant::now();
+        let before: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
+        let mut issued = 0_u64;
+        for (i, router) in self.routers.iter().enumerate() {
+            let keys = inventory.keys_of(i);
+            issued += keys.len() as u64;
+            router.advertise(keys).await?;
+            loop {
+                let ended: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
+                // Nodes whose first bootstrap completes late announce their keys again.
+                let in_flight = issued.saturating_sub(ended.saturating_sub(before));
+                if in_flight <= args.announce_window as u64 {
+                    break;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        let deadline = args.dht.query_timeout + Duration::from_secs(30);
+        wait_until(&self.routers, deadline, "announcing", |s| {
+            s.iter().map(|s| s.announcements).sum::<u64>() >= before + issued
+        })
+        .await?;
+        Ok(started.elapsed())
+    }
+}
+
+async fn start_one(
+    args: &Args,
+    bootstrap: Arc<dyn Bootstrap>,
+    shutdown: &CancellationToken,
+) -> Result<(Router, JoinHandle<()>)> {
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let mut config = RouterConfig::new(
+        listen,
+        Keypair::generate_ed25519(),
+        REGISTRY_PORT,
+        bootstrap,
+    );
+    config.dht = args.dht.clone();
+    config.in_memory = args.memory;
+    config.pre_shared_key = args.pre_shared_key;
+    config.republish_interval = args.republish_interval;
+    config.provider_ttl = args.provider_ttl;
+    Router::start(config, shutdown.child_token())
+        .await
+        .context("starting a router")
+}
+
+async fn stats_of(routers: &[Router]) -> Result<Vec<RouterStats>> {
+    let mut all = Vec::with_capacity(routers.len());
+    for router in routers {
+        all.push(router.stats().await?);
+    }
+    Ok(all)
+}
+
+/// Polls every node's counters until `done` holds, at most `timeout`.
+async fn wait_until(
+    routers: &[Router],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[RouterStats]) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done(&stats_of(routers).await?) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not finish within {timeout:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
