@@ -24,6 +24,7 @@ pub mod http;
 pub mod image;
 pub mod netns;
 pub mod node;
+pub mod plot;
 pub mod port;
 mod process;
 pub mod spegel_image;

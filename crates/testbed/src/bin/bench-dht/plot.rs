@@ -196,7 +196,7 @@ fn svg(runs: &Runs) -> String {
             .flatten()
             .map(|(_, (_, _, hi))| *hi)
             .fold(0.0, f64::max);
-        let step = tick_step(max.max(1e-9));
+        let step = spegel_testbed::plot::tick_step(max.max(1e-9), 5.0);
         let top = (max * 1.1 / step).ceil().max(1.0) * step;
         let x = |n: f64| x0 + PANEL_WIDTH * (n.log10() - log_lo) / (log_hi - log_lo);
         let y = |v: f64| y0 + PANEL_HEIGHT * (1.0 - v / top);
@@ -268,17 +268,6 @@ fn svg(runs: &Runs) -> String {
     }
     svg.push_str("</svg>\n");
     svg
-}
-
-/// A round tick step (1, 2 or 5 × 10^k) giving at most five ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
-    let raw = max / 5.0;
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|f| f * magnitude)
-        .find(|&step| step >= raw)
-        .unwrap_or(10.0 * magnitude)
 }
 
 #[cfg(test)]
