@@ -39,13 +39,11 @@ use tracing::{debug, info, warn};
 use crate::response::{self, Body};
 
 pub mod flight;
-mod pace;
 mod peers;
 mod resolver;
 mod transfer;
 
 pub use flight::{Decision, Flights};
-use pace::LookupPace;
 use peers::Peers;
 pub use resolver::{BoxFuture, Resolver};
 use transfer::Transfer;
@@ -204,8 +202,6 @@ pub struct Mirror {
     flights: Arc<Flights>,
     /// Bytes of manifests being read from peers at once (in KiB): one budget for all.
     manifest_budget: Arc<tokio::sync::Semaphore>,
-    /// How long this node's lookups take (the claim window follows it).
-    pace: Arc<LookupPace>,
 }
 
 impl Mirror {
@@ -227,7 +223,6 @@ impl Mirror {
             untrusted: Arc::default(),
             flights: Arc::default(),
             manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET_KIB)),
-            pace: Arc::default(),
         }
     }
 
@@ -439,10 +434,7 @@ impl Mirror {
         // of nodes that miss it during the window arrive while we wait: look twice, and keep
         // listening the whole window (a loaded node answers lookups slowly).
         let in_flight = Key::InFlight(digest.clone());
-        let window = self
-            .pace
-            .window(self.config.claim_window, self.config.inflight_hold / 2);
-        let half = window / 2;
+        let half = self.config.claim_window / 2;
         let mut claimants = self.collect_for(&in_flight, MAX_CLAIMANTS, half).await;
         let complete = Key::Digest(digest.clone());
         let (later, mut ready) = tokio::join!(
@@ -526,42 +518,23 @@ impl Mirror {
     /// How many providers of `key` a lookup found (at most one is waited for), if it ended
     /// within `timeout`; `None` when it was still running.
     async fn lookup_settled(&self, key: &Key, timeout: Duration) -> Option<usize> {
-        let start = tokio::time::Instant::now();
-        let deadline = start + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut providers = self.resolver.resolve(key, 1).await?;
         match tokio::time::timeout_at(deadline, providers.recv()).await {
             Ok(Some(_)) => Some(1),
-            Ok(None) => {
-                self.pace.record(start.elapsed());
-                Some(0)
-            }
-            Err(_) => {
-                self.pace.record(timeout);
-                None
-            }
+            Ok(None) => Some(0),
+            Err(_) => None,
         }
     }
 
     /// Up to `limit` providers of `key`, collected for `duration` (the whole of it, even
     /// when the lookup ends earlier).
     async fn collect_for(&self, key: &Key, limit: usize, duration: Duration) -> Vec<Provider> {
-        let start = tokio::time::Instant::now();
-        let deadline = start + duration;
+        let deadline = tokio::time::Instant::now() + duration;
         let mut found = Vec::new();
         if let Some(mut providers) = self.resolver.resolve(key, limit).await {
-            loop {
-                match tokio::time::timeout_at(deadline, providers.recv()).await {
-                    Ok(Some(p)) => found.push(p),
-                    // Ended (found nothing more, or `limit` reached).
-                    Ok(None) => {
-                        self.pace.record(start.elapsed());
-                        break;
-                    }
-                    Err(_) => {
-                        self.pace.record(duration);
-                        break;
-                    }
-                }
+            while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
+                found.push(p);
             }
         }
         tokio::time::sleep_until(deadline).await;
