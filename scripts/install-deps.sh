@@ -14,6 +14,7 @@ needs=(
   "protoc          protobuf-compiler  containerd-client compiles containerd's protos"
   "ip              iproute2           network namespaces and veths for multi-node tests"
   "tc              iproute2           link shaping (tbf) in tests and benchmarks"
+  "iptables        iptables           drops a node's traffic in tests/cold_pull.rs"
   "nginx           nginx-light        the reference server in the registry benchmark"
   "systemd-analyze systemd            verifies systemd/spegel.service"
   "kubectl         kubernetes-client  renders deploy/ with kubectl kustomize"
