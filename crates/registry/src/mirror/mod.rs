@@ -410,11 +410,11 @@ impl Mirror {
     /// The single flight for a blob nobody holds complete (see [`flight`]): waits out the
     /// claim window, follows a node that already decided, else asks the claimants ranked
     /// above this node in turn; `None` (a 404, so containerd fetches upstream) when this node
-    /// is the owner or nobody answered within the hold.
+    /// is the owner or nobody answered within the hold. `blob` has already marked this node
+    /// `Deciding`.
     async fn claim(&self, fetch: &Fetch) -> Option<Response<Body>> {
         let digest = fetch.digest.clone()?;
         let deadline = tokio::time::Instant::now() + self.config.inflight_hold;
-        self.flights.decide(&digest, Decision::Deciding);
         // Alone: nobody else claims the blob or has a manifest naming it (`coming`), so
         // nobody will want it in the next moment: fetch it at once, without the window.
         // Only lookups that ended count: one cut short by ALONE_CHECK on a busy node proves
