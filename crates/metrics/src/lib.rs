@@ -29,4 +29,4 @@ pub use labels::{MAX_UNLISTED as MAX_UNLISTED_REGISTRIES, OTHER as OTHER_REGISTR
 pub use metrics::{Advertised, HttpRequest, Metrics, Timer};
 pub use server::serve_metrics;
 pub use textfile::{Textfile, write_textfile, write_textfile_once};
-pub use transfer::{FlightOutcome, Source, TransferMetrics};
+pub use transfer::{FlightOutcome, Source, TransferMetrics, ZoneRelation};

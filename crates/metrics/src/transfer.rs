@@ -36,6 +36,23 @@ pub enum FlightOutcome {
     cut,
 }
 
+/// Where a peer that sent bytes is, seen from this node's zone.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ZoneRelation {
+    /// The peer is in this node's zone.
+    same,
+    /// The peer is in another zone: these bytes crossed a zone boundary.
+    other,
+    /// This node or the peer has no known zone.
+    unknown,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: ZoneRelation,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: Source,
@@ -51,6 +68,7 @@ struct OutcomeLabels {
 pub struct TransferMetrics {
     bytes: Family<SourceLabels, Counter>,
     flights: Family<OutcomeLabels, Counter>,
+    zones: Family<ZoneLabels, Counter>,
 }
 
 impl TransferMetrics {
@@ -66,7 +84,17 @@ impl TransferMetrics {
             "Cold misses for blobs nobody held complete, by how they ended (owner, takeover, followed, gave_up, cut)",
             metrics.flights.clone(),
         );
+        registry.register(
+            "spegel_peer_bytes",
+            "Blob bytes received from peers, by where the peer is (zone: same, other, unknown)",
+            metrics.zones.clone(),
+        );
         metrics
+    }
+
+    /// Counts `n` bytes received from a peer in `zone` relative to this node.
+    pub fn from_peer(&self, zone: ZoneRelation, n: u64) {
+        self.zones.get_or_create(&ZoneLabels { zone }).inc_by(n);
     }
 
     /// Counts `n` bytes sent to containerd from `source`.

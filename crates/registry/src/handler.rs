@@ -14,7 +14,7 @@ use crate::Faults;
 use crate::access::{Access, Caller};
 use crate::mirror::{
     Decision, FLIGHT_HEADER, Fetch, HOLD_HEADER, IDLE, IN_FLIGHT, Mirror, PEER_HEADER,
-    SOURCE_HEADER,
+    SOURCE_HEADER, ZONE_HEADER,
 };
 use crate::response::{self, Body};
 use crate::sendfile::Sendfile;
@@ -125,7 +125,19 @@ impl<S: ContentStore> Registry<S> {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        match self.route(&request, head).await {
+        let mut response = self.answer(&request, head).await;
+        // Peers rank providers by zone (`mirror::zones`): every answer names this node's,
+        // never the zone of a peer whose answer it passes on.
+        response.headers_mut().remove(ZONE_HEADER);
+        if let Some(zone) = self.mirror.as_ref().and_then(|m| m.zones().local().get()) {
+            insert_str(response.headers_mut(), ZONE_HEADER, zone.as_str());
+        }
+        response
+    }
+
+    /// The response for a request that passed access control.
+    async fn answer<B>(&self, request: &Request<B>, head: bool) -> Response<Body> {
+        match self.route(request, head).await {
             Ok(response) => response,
             Err(Failure::Client(e)) => {
                 debug!(code = e.code.as_str(), message = %e.message, "rejected");

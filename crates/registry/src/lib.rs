@@ -35,5 +35,6 @@ pub use mirror::{
     BoxFuture, Decision, FLIGHT_HEADER, Flights, HOLD_HEADER, IDLE, MIRRORED_HEADER, Mirror,
     MirrorConfig, Resolver, SOURCE_HEADER,
 };
+pub use mirror::{LocalZone, PeerZones, ZONE_HEADER, Zone};
 pub use response::Body;
 pub use server::{ServerConfig, serve};

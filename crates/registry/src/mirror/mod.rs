@@ -42,11 +42,14 @@ pub mod flight;
 mod peers;
 mod resolver;
 mod transfer;
+pub mod zones;
 
 pub use flight::{Decision, Flights};
 use peers::Peers;
 pub use resolver::{BoxFuture, Resolver};
 use transfer::Transfer;
+use zones::Relation;
+pub use zones::{LocalZone, PeerZones, ZONE_HEADER, Zone};
 
 /// The header that marks a request between peers: it is served from local content only
 /// (complete, or a download in progress), never forwarded.
@@ -88,6 +91,11 @@ const RESUME_COLLECT: Duration = Duration::from_millis(100);
 /// How long a probe ("have you decided?") of the claimants may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Providers whose zone is asked at once, and how long their answers are awaited: one
+/// round trip inside the cluster, once per peer.
+const MAX_ZONE_ASKS: usize = 8;
+const ZONE_ASK_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// [`FLIGHT_HEADER`]'s value on a 404 from a node that claims a blob (its containerd opened
 /// the download) but has not been asked for it by its containerd yet.
 pub const IDLE: &str = "idle";
@@ -128,6 +136,8 @@ pub struct MirrorConfig {
     pub inflight_stall_timeout: Duration,
     /// The cluster secret requests to peers are signed with (`None`: unsigned, open DHT).
     pub secret: Option<Arc<ClusterSecret>>,
+    /// This node's zone (`--zone`, or told by the bootstrapper later; none by default).
+    pub zone: LocalZone,
 }
 
 impl Default for MirrorConfig {
@@ -145,6 +155,7 @@ impl Default for MirrorConfig {
             inflight_hold: Duration::from_secs(5),
             inflight_stall_timeout: Duration::from_secs(5),
             secret: None,
+            zone: LocalZone::default(),
         }
     }
 }
@@ -202,6 +213,8 @@ pub struct Mirror {
     flights: Arc<Flights>,
     /// Bytes of manifests being read from peers at once (in KiB): one budget for all.
     manifest_budget: Arc<tokio::sync::Semaphore>,
+    /// This node's zone and the zones peers named.
+    zones: PeerZones,
 }
 
 impl Mirror {
@@ -217,6 +230,7 @@ impl Mirror {
         Mirror {
             resolver: Arc::new(resolver),
             client,
+            zones: PeerZones::new(config.zone.clone()),
             config: Arc::new(config),
             metrics,
             in_use: Arc::default(),
@@ -224,6 +238,11 @@ impl Mirror {
             flights: Arc::default(),
             manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET_KIB)),
         }
+    }
+
+    /// This node's zone and what it knows of peers' zones.
+    pub fn zones(&self) -> &PeerZones {
+        &self.zones
     }
 
     /// This node's single-flight decisions (the handler holds peers' requests on them).
@@ -575,10 +594,48 @@ impl Mirror {
                 _ => {}
             }
         }
-        // Follow the node that fetches it rather than one of its followers: a chain breaks
-        // in more places, and its links fail one after the other.
-        let ready = if owners.is_empty() { followers } else { owners };
+        let ready = self.worth_following(owners, followers);
         Probe { ready, idle }
+    }
+
+    /// Which of the nodes that decided to follow. The node that fetches the blob rather than
+    /// one of its followers (a chain breaks in more places, and its links fail one after the
+    /// other), unless only followers are in this node's zone: following one of those, a
+    /// zone takes one copy across its boundary instead of one per node.
+    fn worth_following(&self, owners: Vec<Provider>, followers: Vec<Provider>) -> Vec<Provider> {
+        let near = |p: &Provider| self.zones.relation(&p.peer) == Relation::Same;
+        if owners.is_empty() || owners.iter().any(near) || !followers.iter().any(near) {
+            return if owners.is_empty() { followers } else { owners };
+        }
+        // Ranked same zone first by `Peers::fixed`.
+        followers.into_iter().filter(near).chain(owners).collect()
+    }
+
+    /// Learns the zones of `providers` this node has not heard from: asks up to
+    /// [`MAX_ZONE_ASKS`] of them at once with `HEAD /v2/` (answered by the peer's registry
+    /// itself), waiting at most [`ZONE_ASK_TIMEOUT`]. A peer that does not answer stays of
+    /// unknown zone: ranked after this zone's peers and before other zones'.
+    async fn ask_zones(&self, providers: &[Provider]) {
+        let unknown: Vec<&Provider> = providers
+            .iter()
+            .filter(|p| self.zones.worth_asking(&p.peer))
+            .take(MAX_ZONE_ASKS)
+            .collect();
+        if unknown.is_empty() {
+            return;
+        }
+        let fetch = Fetch {
+            key: Key::Tag(String::new()),
+            registry: String::new(),
+            path_and_query: "/v2/".to_owned(),
+            head: true,
+            digest: None,
+        };
+        let ask = Ask::new(&fetch, None);
+        let asking = unknown.iter().map(|p| self.send(p, &ask));
+        // `send` remembers each answer's zone.
+        let _ =
+            tokio::time::timeout(ZONE_ASK_TIMEOUT, futures_util::future::join_all(asking)).await;
     }
 
     /// The response for a peer's answer to a blob request: streamed through a [`Transfer`]
@@ -710,6 +767,7 @@ impl Mirror {
         .await
         .map_err(|_| "no response headers in time".to_owned())?
         .map_err(|e| e.to_string())?;
+        self.zones.learn(peer.peer, response.headers());
         Ok(response)
     }
 }

@@ -1,4 +1,5 @@
-//! [`Peers`]: the providers of one request, tried least-used first, with hedging.
+//! [`Peers`]: the providers of one request, tried same zone first and least-used first
+//! within a zone, with hedging.
 
 use std::time::Instant;
 
@@ -10,6 +11,7 @@ use spegel_routing::{Key, Provider};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::zones::Relation;
 use super::{Ask, Mirror};
 
 /// The providers of one request, in the order they should be tried.
@@ -47,11 +49,43 @@ impl Peers {
             tried: 0,
             max,
         };
+        peers.find_zones(mirror).await;
         peers.order(mirror, ask);
         Some(peers)
     }
 
-    /// A fixed list of providers to try in the given order (after least-used ordering).
+    /// With a zone of its own, this node learns the zones of the providers found so far
+    /// (those it has not heard from yet are asked), and when none is in its zone it waits a
+    /// little longer for one: a lookup reports providers as they answer, and the first to
+    /// answer may well be in another zone.
+    async fn find_zones(&mut self, mirror: &Mirror) {
+        if mirror.zones.local().get().is_none() {
+            return;
+        }
+        mirror.ask_zones(&self.queue).await;
+        let same = |q: &[Provider]| {
+            q.iter()
+                .any(|p| mirror.zones.relation(&p.peer) == Relation::Same)
+        };
+        if same(&self.queue) {
+            return;
+        }
+        let Some(found) = self.found.as_mut() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + mirror.config.resolve_timeout;
+        while let Ok(Some(more)) = tokio::time::timeout_at(deadline, found.recv()).await {
+            mirror.ask_zones(std::slice::from_ref(&more)).await;
+            let near = mirror.zones.relation(&more.peer) == Relation::Same;
+            self.queue.push(more);
+            if near {
+                break;
+            }
+        }
+    }
+
+    /// A fixed list of providers to try in the given order (after zone and least-used
+    /// ordering; their zones are known from the probe that found them).
     pub(super) fn fixed(mirror: &Mirror, providers: Vec<Provider>, ask: &Ask<'_>) -> Peers {
         let mut peers = Peers {
             found: None,
@@ -63,16 +97,19 @@ impl Peers {
         peers
     }
 
-    /// Least used first (the queue is popped from the end); peers that sent bad bytes for
-    /// this digest, or failed this transfer, are dropped.
+    /// This node's zone first, then peers of unknown zone, then other zones; least used
+    /// first within each (the queue is popped from the end). Peers that sent bad bytes for
+    /// this digest, or failed this transfer, are dropped. Hedging takes the next in this
+    /// order, so it stays inside the zone while a provider there is left.
     fn order(&mut self, mirror: &Mirror, ask: &Ask<'_>) {
         self.queue.retain(|p| {
             !ask.excluded.contains(&p.peer)
                 && !mirror.is_untrusted(ask.fetch.digest.as_ref(), &p.peer)
         });
         self.queue.dedup_by(|a, b| a.peer == b.peer);
-        self.queue
-            .sort_by_key(|p| std::cmp::Reverse(mirror.usage(&p.peer)));
+        self.queue.sort_by_key(|p| {
+            std::cmp::Reverse((mirror.zones.relation(&p.peer), mirror.usage(&p.peer)))
+        });
     }
 
     /// The next peer to try, waiting briefly for more providers when the queue is empty.
@@ -87,6 +124,7 @@ impl Peers {
             while let Ok(more) = found.try_recv() {
                 self.queue.push(more);
             }
+            mirror.ask_zones(&self.queue).await;
             self.order(mirror, ask);
         }
         let peer = self.queue.pop()?;

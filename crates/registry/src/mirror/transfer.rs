@@ -62,10 +62,13 @@ impl Transfer {
         let mut held: Option<Bytes> = None;
         loop {
             let source = source_of(&response_headers);
-            match self
+            let before = sent;
+            let copied = self
                 .copy(&mut body, source, &mut sent, &mut verifier, &mut held, &tx)
-                .await
-            {
+                .await;
+            let zone = self.mirror.zones.relation(&peer.peer).label();
+            self.mirror.metrics.transfer.from_peer(zone, sent - before);
+            match copied {
                 Copy::ClientGone => return,
                 Copy::TooLong => break,
                 Copy::Ended if sent == self.length => break,
