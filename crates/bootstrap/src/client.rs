@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
-use crate::wire::{BootstrapPeer, parse_peers};
+use crate::wire::{BootstrapPeer, ZONE_HEADER, parse_peers};
 use crate::{Error, Result, tls};
 
 /// How long one request may take, connect to last byte, unless configured otherwise.
@@ -81,12 +81,26 @@ impl HttpBootstrapConfig {
 /// Accepts either answer shape (see [`crate::wire`]). An empty list is a success: the node is
 /// alone so far. Retrying is the caller's business (see [`crate::Backoff`]).
 pub async fn fetch_peers(config: &HttpBootstrapConfig) -> Result<Vec<BootstrapPeer>> {
+    Ok(fetch_answer(config).await?.peers)
+}
+
+/// What the bootstrapper answered: the peers, and the asking node's zone when the
+/// bootstrapper knows it (the `topology.kubernetes.io/zone` label of its Node, in
+/// [`ZONE_HEADER`]; unchecked text, the caller validates it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapAnswer {
+    pub peers: Vec<BootstrapPeer>,
+    pub zone: Option<String>,
+}
+
+/// [`fetch_peers`], with the zone the bootstrapper told.
+pub async fn fetch_answer(config: &HttpBootstrapConfig) -> Result<BootstrapAnswer> {
     tokio::time::timeout(config.timeout, fetch(config))
         .await
         .map_err(|_| Error::Timeout(config.timeout))?
 }
 
-async fn fetch(config: &HttpBootstrapConfig) -> Result<Vec<BootstrapPeer>> {
+async fn fetch(config: &HttpBootstrapConfig) -> Result<BootstrapAnswer> {
     let url = &config.url;
     let host = url.host().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -135,6 +149,11 @@ async fn fetch(config: &HttpBootstrapConfig) -> Result<Vec<BootstrapPeer>> {
         if !status.is_success() {
             return Err(Error::Status(status));
         }
+        let zone = response
+            .headers()
+            .get(ZONE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
@@ -143,7 +162,8 @@ async fn fetch(config: &HttpBootstrapConfig) -> Result<Vec<BootstrapPeer>> {
                 Err(_) => Error::TooLarge(MAX_ANSWER_BYTES),
             })?
             .to_bytes();
-        parse_peers(&body, config.router_port)
+        let peers = parse_peers(&body, config.router_port)?;
+        Ok(BootstrapAnswer { peers, zone })
     };
 
     // Drive the connection and the exchange together; dropping both closes the socket.

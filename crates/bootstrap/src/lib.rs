@@ -20,6 +20,10 @@ pub mod tls;
 pub mod wire;
 
 pub use backoff::Backoff;
-pub use client::{DEFAULT_TIMEOUT, HttpBootstrapConfig, fetch_peers};
+pub use client::{
+    BootstrapAnswer, DEFAULT_TIMEOUT, HttpBootstrapConfig, fetch_answer, fetch_peers,
+};
 pub use error::{Error, Result};
-pub use wire::{BOOTSTRAP_NODES_PATH, BOOTSTRAP_PEERS_PATH, BootstrapPeer, multiaddr, parse_peers};
+pub use wire::{
+    BOOTSTRAP_NODES_PATH, BOOTSTRAP_PEERS_PATH, BootstrapPeer, ZONE_HEADER, multiaddr, parse_peers,
+};

@@ -16,6 +16,11 @@ pub const BOOTSTRAP_NODES_PATH: &str = "/bootstrap-nodes";
 /// Answers a JSON array of [`BootstrapPeer`] objects.
 pub const BOOTSTRAP_PEERS_PATH: &str = "/v1/bootstrap-peers";
 
+/// The response header the bootstrapper names the asking node's zone in (either path),
+/// when the node's Node exists and carries `topology.kubernetes.io/zone`. A header keeps
+/// both body shapes as Spegel's clients expect them.
+pub const ZONE_HEADER: &str = "x-spegel-zone";
+
 /// A peer to join the DHT through: libp2p's `AddrInfo` JSON (`{"ID": …, "Addrs": […]}`).
 ///
 /// `id` is absent when the peer ID is unknown (the bootstrapper only knows node addresses):

@@ -18,7 +18,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
-use spegel_bootstrap::BootstrapPeer;
+use spegel_bootstrap::{BootstrapPeer, ZONE_HEADER};
 use tracing::debug;
 
 use crate::asker::Asker;
@@ -113,12 +113,19 @@ impl App {
             asker.matcher(),
             self.peers.max_peers,
         );
-        debug!(asker = %asker.addr, peers = chosen.len(), path = endpoint.path(), "answered bootstrap peers");
-        if endpoint == Endpoint::BootstrapNodes {
+        let zone = self.nodes.zone_of(asker.matcher());
+        debug!(asker = %asker.addr, peers = chosen.len(), zone = ?zone, path = endpoint.path(), "answered bootstrap peers");
+        let mut response = if endpoint == Endpoint::BootstrapNodes {
             json(&ip_strings(&chosen))
         } else {
             json(&peer_records(&chosen, self.peers.router_port))
+        };
+        // The asker's zone, so a node needs no flag for it: a header, because both body
+        // shapes are fixed by Spegel's clients. The node checks the value.
+        if let Some(value) = zone.and_then(|z| HeaderValue::from_str(&z).ok()) {
+            response.headers_mut().insert(ZONE_HEADER, value);
         }
+        response
     }
 }
 

@@ -23,14 +23,17 @@ impl ReadyNode {
     }
 }
 
+/// The label a Node's zone is read from (set by the cloud provider or the kubelet).
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
 /// `Some` when `node` can be a bootstrap peer now.
 pub fn ready_node(node: &Node) -> Option<ReadyNode> {
-    let name = node.metadata.name.clone()?;
     if node.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    let status = node.status.as_ref()?;
-    let ready = status
+    let ready = node
+        .status
+        .as_ref()?
         .conditions
         .iter()
         .flatten()
@@ -38,7 +41,16 @@ pub fn ready_node(node: &Node) -> Option<ReadyNode> {
     if !ready {
         return None;
     }
-    let addrs: Vec<IpAddr> = status
+    named_node(node)
+}
+
+/// The name and InternalIPs of `node` whatever its state (a node asking the bootstrapper
+/// is usually not Ready yet); `None` without a name or an InternalIP.
+pub fn named_node(node: &Node) -> Option<ReadyNode> {
+    let name = node.metadata.name.clone()?;
+    let addrs: Vec<IpAddr> = node
+        .status
+        .as_ref()?
         .addresses
         .iter()
         .flatten()
@@ -49,6 +61,15 @@ pub fn ready_node(node: &Node) -> Option<ReadyNode> {
         return None;
     }
     Some(ReadyNode { name, addrs })
+}
+
+/// The zone label of `node`, if it has one.
+pub fn zone_of(node: &Node) -> Option<&str> {
+    node.metadata
+        .labels
+        .as_ref()?
+        .get(ZONE_LABEL)
+        .map(String::as_str)
 }
 
 /// The first `max` nodes by (primary address, name), leaving out the asking node.
@@ -68,16 +89,20 @@ pub fn choose(
         .collect()
 }
 
-/// Keeps only what [`ready_node`] reads (name, resource version, deletion, conditions,
-/// addresses): Node objects carry image lists and managed fields that would otherwise fill
-/// the bootstrapper's memory in large clusters.
+/// Keeps only what [`ready_node`] and [`zone_of`] read (name, resource version, deletion,
+/// the zone label, conditions, addresses): Node objects carry image lists, other labels and
+/// managed fields that would otherwise fill the bootstrapper's memory in large clusters.
 pub fn slim(node: &mut Node) {
     let metadata = std::mem::take(&mut node.metadata);
+    let zone = metadata
+        .labels
+        .and_then(|mut labels| labels.remove_entry(ZONE_LABEL));
     node.metadata = ObjectMeta {
         name: metadata.name,
         uid: metadata.uid,
         resource_version: metadata.resource_version,
         deletion_timestamp: metadata.deletion_timestamp,
+        labels: zone.map(|zone| [zone].into()),
         ..ObjectMeta::default()
     };
     node.spec = None;
@@ -191,7 +216,13 @@ mod tests {
     fn slimming_keeps_what_readiness_reads_and_drops_image_lists() {
         let mut full = node("a", "10.0.0.1", true);
         full.metadata.resource_version = Some("7".to_owned());
-        full.metadata.labels = Some([("zone".to_owned(), "z1".to_owned())].into());
+        full.metadata.labels = Some(
+            [
+                ("team".to_owned(), "z1".to_owned()),
+                (ZONE_LABEL.to_owned(), "eu-1a".to_owned()),
+            ]
+            .into(),
+        );
         full.status.as_mut().unwrap().images = Some(vec![ContainerImage {
             names: Some(vec!["registry.example/big:1".to_owned()]),
             size_bytes: Some(1),
@@ -200,7 +231,8 @@ mod tests {
         slim(&mut full);
         assert_eq!(ready_node(&full), before);
         assert_eq!(full.metadata.resource_version.as_deref(), Some("7"));
-        assert!(full.metadata.labels.is_none());
+        assert_eq!(zone_of(&full), Some("eu-1a"));
+        assert_eq!(full.metadata.labels.as_ref().map(|l| l.len()), Some(1));
         assert!(full.status.unwrap().images.is_none());
     }
 }

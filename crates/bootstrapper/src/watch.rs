@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::nodes::{ReadyNode, ready_node, slim};
+use crate::nodes::{ReadyNode, named_node, ready_node, slim, zone_of};
 
 /// The watched Nodes. Cheap to clone; all clones see the same store.
 #[derive(Debug, Clone)]
@@ -98,6 +98,14 @@ impl NodeWatch {
             .iter()
             .filter_map(|node| ready_node(node))
             .collect()
+    }
+
+    /// The zone label of the Node `is_asker` picks, in whatever state it is.
+    pub fn zone_of(&self, is_asker: impl Fn(&ReadyNode) -> bool) -> Option<String> {
+        self.store.state().iter().find_map(|node| {
+            let named = named_node(node)?;
+            is_asker(&named).then(|| zone_of(node).map(str::to_owned))?
+        })
     }
 }
 

@@ -8,7 +8,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Bootstrapper, Pki, eventually};
-use spegel_bootstrap::{Backoff, BootstrapPeer, Error, HttpBootstrapConfig, fetch_peers};
+use spegel_bootstrap::{
+    Backoff, BootstrapPeer, Error, HttpBootstrapConfig, fetch_answer, fetch_peers,
+};
 use spegel_bootstrapper::testing::{FakeApiServer, node};
 use tokio::net::TcpListener;
 
@@ -52,6 +54,41 @@ async fn the_client_reads_both_shapes_from_the_bootstrapper() {
     assert_eq!(
         fetch_peers(&config).await.unwrap(),
         peers(&["/ip4/10.0.0.1/tcp/6001", "/ip4/10.0.0.2/tcp/6001"])
+    );
+    bootstrapper.stop().await;
+}
+
+/// The asker's zone comes with the answer once its Node exists with the zone label, even
+/// before the Node is Ready (spegel-node starts before kubelet registers it).
+#[tokio::test]
+async fn the_asker_learns_its_zone_once_its_node_carries_the_label() {
+    common::init_logging();
+    let (pki, api) = (Pki::new(), two_nodes().await);
+    let bootstrapper = Bootstrapper::start(&api, &pki, 3).await;
+    let cert_dir = pki.node_dir("node-c");
+    let config =
+        HttpBootstrapConfig::new(&bootstrapper.url("/v1/bootstrap-peers"), &cert_dir, 5001)
+            .unwrap();
+    let answer = eventually("an answer", || async { fetch_answer(&config).await.ok() }).await;
+    assert_eq!(answer.zone, None, "node-c has no Node yet");
+
+    let mut registered = node("node-c", "10.0.0.3", false);
+    registered.metadata.labels =
+        Some([("topology.kubernetes.io/zone".to_owned(), "eu-1b".to_owned())].into());
+    api.apply(registered);
+    let zone = eventually("the zone", || async {
+        fetch_answer(&config).await.ok().and_then(|a| a.zone)
+    })
+    .await;
+    assert_eq!(zone, "eu-1b");
+    // The other path carries it too; the peers are the Ready nodes, never the asker.
+    let nodes =
+        HttpBootstrapConfig::new(&bootstrapper.url("/bootstrap-nodes"), &cert_dir, 5001).unwrap();
+    let answer = fetch_answer(&nodes).await.unwrap();
+    assert_eq!(answer.zone.as_deref(), Some("eu-1b"));
+    assert_eq!(
+        answer.peers,
+        peers(&["/ip4/10.0.0.1/tcp/5001", "/ip4/10.0.0.2/tcp/5001"])
     );
     bootstrapper.stop().await;
 }

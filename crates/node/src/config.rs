@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use spegel_registry::Zone;
 
 mod host;
 mod membership;
@@ -165,6 +166,13 @@ pub struct P2pArgs {
     /// How often provider records are announced again; must be shorter than --provider-ttl.
     #[arg(long, env = "SPEGEL_PROVIDER_REPUBLISH_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub provider_republish_interval: Duration,
+    /// This node's zone (a Kubernetes label value, e.g. `eu-west-1a`): peers in the same zone
+    /// are asked first and other zones only when none of them answers. Without it the node
+    /// takes the zone the bootstrapper tells (`--bootstrap-kind http`: the
+    /// `topology.kubernetes.io/zone` label of its Node), else it has none and ranks peers by
+    /// load alone.
+    #[arg(long, env = "SPEGEL_ZONE", value_parser = parse_zone)]
+    pub zone: Option<Zone>,
     /// Cold pulls: when several nodes miss a blob nobody holds at the same moment, elect one
     /// to fetch it upstream and let the others stream its download as it grows
     /// (`--single-flight=false` sends every node upstream, as Spegel does).
@@ -187,6 +195,11 @@ pub struct P2pArgs {
 
 /// Flag values every spegel binary parses the same way.
 pub use spegel_serve::{parse_addr, parse_duration};
+
+/// `--zone`: a Kubernetes label value.
+fn parse_zone(value: &str) -> Result<Zone, String> {
+    Zone::parse(value)
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,11 +6,13 @@ use spegel_advertiser::{AdvertiserConfig, RegistryCounts};
 use spegel_bootstrap::HttpBootstrapConfig;
 use spegel_containerd::Containerd;
 use spegel_oci::ImageFilter;
+use spegel_registry::{LocalZone, Zone};
 use spegel_routing::{
     Bootstrap, BootstrapPeer, DnsBootstrap, PeersFuture, Router, RouterConfig, StaticBootstrap,
     parse_peer_addr,
 };
 use tokio::sync::watch;
+use tracing::{info, warn};
 
 use crate::config::{BootstrapKind, P2pArgs};
 use crate::exit::BadConfig;
@@ -28,17 +30,37 @@ pub struct P2p {
 /// backoff; meanwhile the node keeps serving its own content.
 struct HttpBootstrap {
     config: HttpBootstrapConfig,
+    /// Set to the zone the bootstrapper tells, when `--zone` did not name one.
+    learn_zone: Option<LocalZone>,
+}
+
+impl HttpBootstrap {
+    /// Takes the zone the bootstrapper told; a value that is not a label value is ignored.
+    fn learn(&self, zone: Option<&str>) {
+        let (Some(local), Some(told)) = (&self.learn_zone, zone) else {
+            return;
+        };
+        match Zone::parse(told) {
+            Ok(zone) => {
+                if local.set(zone.clone()) {
+                    info!(%zone, "the bootstrapper told this node its zone");
+                }
+            }
+            Err(e) => warn!(error = %e, "the bootstrapper told an unusable zone; ignoring it"),
+        }
+    }
 }
 
 impl Bootstrap for HttpBootstrap {
     fn peers(&self) -> PeersFuture<'_> {
         Box::pin(async move {
-            let answer = spegel_bootstrap::fetch_peers(&self.config)
+            let answer = spegel_bootstrap::fetch_answer(&self.config)
                 .await
                 .map_err(|e| spegel_routing::Error::Bootstrap(e.to_string()))?;
+            self.learn(answer.zone.as_deref());
             let port = self.config.router_port;
             let mut peers = Vec::new();
-            for peer in answer {
+            for peer in answer.peers {
                 let id = peer.id.as_deref().and_then(|id| id.parse().ok());
                 let addrs = peer
                     .addrs
@@ -56,6 +78,7 @@ impl Bootstrap for HttpBootstrap {
 /// The peer-to-peer half, checked and loaded (identity, bootstrap source, filters) before
 /// anything binds: every mistake here is a [`BadConfig`].
 pub struct Plan {
+    zone: LocalZone,
     filter: ImageFilter,
     keypair: spegel_routing::Keypair,
     bootstrap: Arc<dyn Bootstrap>,
@@ -89,6 +112,10 @@ impl Plan {
         let keypair = spegel_routing::load_or_create_identity(args.data_dir.as_deref())
             .map_err(|e| bad(&e))?;
         let router_port = args.router_addr.port();
+        let zone = args
+            .zone
+            .clone()
+            .map_or_else(LocalZone::default, LocalZone::fixed);
         let bootstrap: Arc<dyn Bootstrap> = match args.bootstrap_kind {
             BootstrapKind::Static => Arc::new(
                 StaticBootstrap::new(&args.bootstrap_peers, router_port).map_err(|e| bad(&e))?,
@@ -106,10 +133,12 @@ impl Plan {
                 let config =
                     HttpBootstrapConfig::new(url, &args.http_bootstrap_cert_dir, router_port)
                         .map_err(|e| bad(&e))?;
-                Arc::new(HttpBootstrap { config })
+                let learn_zone = args.zone.is_none().then(|| zone.clone());
+                Arc::new(HttpBootstrap { config, learn_zone })
             }
         };
         Ok(Plan {
+            zone,
             filter,
             keypair,
             bootstrap,
@@ -123,6 +152,11 @@ impl Plan {
     /// Which images are advertised and mirrored.
     pub fn filter(&self) -> &ImageFilter {
         &self.filter
+    }
+
+    /// This node's zone: `--zone`, or what the bootstrapper tells later.
+    pub fn zone(&self) -> &LocalZone {
+        &self.zone
     }
 
     /// Starts the router (listening at once) and the advertiser under `tasks`.

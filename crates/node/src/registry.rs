@@ -28,6 +28,10 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     crate::host::preflight(&args.host)?;
     let membership = crate::membership::load(&args.membership)?;
     let plan = crate::p2p::Plan::new(&args.p2p)?;
+    let zone = plan.zone().clone();
+    if let Some(zone) = zone.get() {
+        info!(%zone, "zone from --zone");
+    }
     let mut store = Containerd::new(ContainerdConfig {
         socket: args.containerd_sock.clone(),
         namespace: args.containerd_namespace.clone(),
@@ -84,6 +88,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             inflight_hold: args.p2p.inflight_hold,
             inflight_stall_timeout: args.p2p.inflight_stall_timeout,
             secret: membership.secret.clone(),
+            zone,
             ..MirrorConfig::default()
         },
         host.metrics.clone(),
