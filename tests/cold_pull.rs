@@ -32,14 +32,7 @@ const ARGS: &[&str] = &[
 async fn metric(cluster: &Cluster, node: usize, series: &str) -> Result<f64> {
     // The textfile is rewritten every 200 ms: let it catch up with the last pull.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let path = cluster.nodes[node].spegel()?.textfile_path();
-    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-    let prefix = format!("{series} ");
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0))
+    cluster.nodes[node].spegel()?.textfile_metric(series)
 }
 
 /// A series summed over every node.

@@ -28,6 +28,10 @@ pub struct ClusterNode {
     pub spegel: Option<SpegelNode>,
     pub containerd: Containerd,
     pub host: Host,
+    /// The zone the node is placed in ([`ClusterOptions::zones`]), if any.
+    pub zone: Option<String>,
+    /// Whether its spegel-node is told the zone (`--zone`) or runs zone-blind.
+    tell_zone: bool,
 }
 
 impl ClusterNode {
@@ -128,12 +132,44 @@ impl Cluster {
                 spegel: None,
                 containerd,
                 host,
+                zone: options.zones.get(i - 1).cloned(),
+                tell_zone: options.tell_zones,
             });
-            if options.mirror == MirrorMode::Spegel {
-                cluster.start_spegel(i - 1, &node_args).await?;
+        }
+        if let Some(mbit) = options.cross_zone_mbit {
+            cluster.shape_between_zones(mbit).await?;
+        }
+        if options.mirror == MirrorMode::Spegel {
+            for i in 0..count {
+                cluster.start_spegel(i, &node_args).await?;
             }
         }
         Ok(cluster)
+    }
+
+    /// Shapes every node's traffic towards the nodes of other zones to `mbit` Mbit/s (see
+    /// [`Host::shape_towards`]); [`Cluster::cross_zone_bytes`] counts it.
+    async fn shape_between_zones(&self, mbit: u32) -> Result<()> {
+        for node in &self.nodes {
+            let others: Vec<_> = self
+                .nodes
+                .iter()
+                .filter(|other| other.zone != node.zone)
+                .map(|other| other.host.ip)
+                .collect();
+            node.host.shape_towards(&others, mbit).await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes every node sent to nodes of other zones so far (needs
+    /// [`ClusterOptions::cross_zone_mbit`]).
+    pub async fn cross_zone_bytes(&self) -> Result<u64> {
+        let mut sum = 0;
+        for node in &self.nodes {
+            sum += node.host.shaped_bytes().await?;
+        }
+        Ok(sum)
     }
 
     /// The cluster's secret file, generated for this cluster and given to every spegel-node
@@ -157,6 +193,9 @@ impl Cluster {
         });
         if !membership_given {
             args.extend(["--cluster-secret-file", secret.as_str()]);
+        }
+        if let (Some(zone), true) = (&node.zone, node.tell_zone) {
+            args.extend(["--zone", zone.as_str()]);
         }
         args.extend(node_args);
         node.spegel = Some(SpegelNode::start_in(&node.host, &node.containerd, &args).await?);

@@ -115,6 +115,106 @@ impl Host {
     }
 }
 
+/// The HTB class of a host's `eth0` that traffic to [`Host::shape_towards`]'s addresses goes
+/// through (everything else leaves unshaped).
+const SHAPED_CLASS: &str = "1:20";
+
+impl Host {
+    /// Limits what this host sends to `peers` to `mbit` Mbit/s, together, with an HTB class
+    /// on its `eth0` (the kernel here has no `prio` or `netem`); other traffic is not
+    /// shaped. Models a link between zones: a zone's nodes shaped towards every node of the
+    /// other zones. [`Host::shaped_bytes`] counts what went through it.
+    pub async fn shape_towards(&self, peers: &[Ipv4Addr], mbit: u32) -> Result<()> {
+        let ns = self.ns.as_str();
+        let rate = format!("{mbit}mbit");
+        // An unknown default class sends unclassified packets directly, unshaped.
+        run(
+            "tc",
+            &[
+                "-n", ns, "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb",
+                "default", "99",
+            ],
+        )
+        .await?;
+        run(
+            "tc",
+            &[
+                "-n",
+                ns,
+                "class",
+                "add",
+                "dev",
+                "eth0",
+                "parent",
+                "1:",
+                "classid",
+                SHAPED_CLASS,
+                "htb",
+                "rate",
+                &rate,
+                "ceil",
+                &rate,
+            ],
+        )
+        .await?;
+        for peer in peers {
+            let dst = format!("{peer}/32");
+            run(
+                "tc",
+                &[
+                    "-n",
+                    ns,
+                    "filter",
+                    "add",
+                    "dev",
+                    "eth0",
+                    "parent",
+                    "1:",
+                    "protocol",
+                    "ip",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    "dst",
+                    &dst,
+                    "flowid",
+                    SHAPED_CLASS,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes this host sent through its [`Host::shape_towards`] class (IP packets with
+    /// headers), e.g. what crossed a zone boundary from it.
+    pub async fn shaped_bytes(&self) -> Result<u64> {
+        let out = Command::new("tc")
+            .args([
+                "-n",
+                &self.ns,
+                "-s",
+                "class",
+                "show",
+                "dev",
+                "eth0",
+                "classid",
+                SHAPED_CLASS,
+            ])
+            .output()
+            .await
+            .context("running tc")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|word| *word != "Sent")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no byte count in `tc -s class show`: {text}"))
+    }
+}
+
 /// Hosts on one bridge. Dropping it deletes every namespace it made.
 pub struct Network {
     switch_ns: String,

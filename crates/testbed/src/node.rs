@@ -249,6 +249,20 @@ impl SpegelNode {
         self.dir.path().join(TEXTFILE)
     }
 
+    /// The value of one series in the metrics textfile as last written (0 when absent),
+    /// e.g. `spegel_peer_bytes_total{zone="same"}`. The caller waits for the next write
+    /// (`--metrics-textfile-interval`) after what it wants counted.
+    pub fn textfile_metric(&self, series: &str) -> Result<f64> {
+        let path = self.textfile_path();
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        let prefix = format!("{series} ");
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0))
+    }
+
     /// The log file (stdout and stderr).
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("spegel-node.log")

@@ -30,6 +30,14 @@ pub struct ClusterOptions {
     pub node_args: Vec<String>,
     /// Where each node's containerd unpacks images.
     pub snapshotter: Snapshotter,
+    /// Node `i`'s zone is `zones[i]` (nodes past the list have none).
+    pub zones: Vec<String>,
+    /// Tell each spegel-node its zone (`--zone`); false runs the nodes zone-blind in the
+    /// same places.
+    pub tell_zones: bool,
+    /// Shape each node's traffic to the nodes of other zones to this many Mbit/s (and count
+    /// it: `Cluster::cross_zone_bytes`).
+    pub cross_zone_mbit: Option<u32>,
 }
 
 impl ClusterOptions {
@@ -40,6 +48,9 @@ impl ClusterOptions {
             mirror,
             node_args: Vec::new(),
             snapshotter: Snapshotter::default(),
+            zones: Vec::new(),
+            tell_zones: true,
+            cross_zone_mbit: None,
         }
     }
 }
