@@ -196,3 +196,27 @@ async fn a_cold_pull_follows_a_download_in_its_own_zone_rather_than_the_owner_ac
         Some(1.0)
     );
 }
+
+/// The DHT lists the node's only zone-mate after more peers than the node tries: it looks
+/// further than it tries, so it still finds it.
+#[tokio::test(start_paused = true)]
+async fn a_zone_mate_found_after_more_providers_than_are_tried_is_still_chosen() {
+    let (bytes, digest) = blob(BLOB_LEN, 6);
+    let mut far = Vec::new();
+    for _ in 0..4 {
+        far.push(Peer::start(holder("a", &bytes, Duration::ZERO)).await);
+    }
+    let near = Peer::start(holder("b", &bytes, Duration::ZERO)).await;
+    let script = Script::new(PeerId::random());
+    let mut providers: Vec<_> = far.iter().map(Peer::provider).collect();
+    providers.push(near.provider());
+    script.provide(Key::Digest(digest.clone()), providers);
+    let config = in_zone("b");
+    assert!(config.max_peers < 5);
+    let node = Node::start(script, config).await;
+
+    let received = receive(get(node.addr, &blob_path(&digest), &[]).await).await;
+    assert!(received.complete);
+    assert_eq!(blob_gets(&near), 1);
+    assert_eq!(far.iter().map(blob_gets).sum::<usize>(), 0);
+}

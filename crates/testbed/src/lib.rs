@@ -28,6 +28,7 @@ pub mod plot;
 pub mod port;
 mod process;
 pub mod spegel_image;
+pub mod stats;
 mod tools;
 pub mod upstream;
 

@@ -14,6 +14,9 @@ use tracing::debug;
 use super::zones::Relation;
 use super::{Ask, Mirror};
 
+/// Providers a node with a zone looks up for one request, to find some in its zone.
+const ZONE_CANDIDATES: usize = 20;
+
 /// The providers of one request, in the order they should be tried.
 pub(super) struct Peers {
     /// More providers as the lookup finds them (`None` for a fixed list).
@@ -27,8 +30,14 @@ impl Peers {
     /// Resolves providers of `key`; `None` when none arrives within the resolve timeout.
     pub(super) async fn resolve(mirror: &Mirror, key: &Key, ask: &Ask<'_>) -> Option<Peers> {
         let max = mirror.config.max_peers.max(1);
+        // With a zone, look further than the peers it will try: the first few found may
+        // all be in other zones.
+        let limit = match mirror.zones.local().get() {
+            Some(_) => max.max(ZONE_CANDIDATES),
+            None => max,
+        };
         let started = Instant::now();
-        let first = match mirror.resolver.resolve(key, max).await {
+        let first = match mirror.resolver.resolve(key, limit).await {
             Some(mut found) => tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
                 .await
                 .ok()

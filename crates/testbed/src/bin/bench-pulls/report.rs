@@ -34,14 +34,12 @@ pub fn runs(count: u16) -> String {
 
 /// `21.90 (21.70–22.30)` with `decimals` decimals and the range when the runs differ.
 fn spread(s: &Spread, decimals: usize, scale: f64) -> String {
-    let (median, min, max) = (s.median / scale, s.min / scale, s.max / scale);
-    let median = format!("{median:.decimals$}");
-    let (min, max) = (format!("{min:.decimals$}"), format!("{max:.decimals$}"));
-    if min == max {
-        median
-    } else {
-        format!("{median} ({min}–{max})")
-    }
+    let scaled = Spread {
+        median: s.median / scale,
+        min: s.min / scale,
+        max: s.max / scale,
+    };
+    scaled.show(decimals)
 }
 
 /// `1.02×`, or `–`.

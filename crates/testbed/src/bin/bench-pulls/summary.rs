@@ -14,29 +14,7 @@ pub const WALL_GOAL: f64 = 1.5;
 /// Lone node: spegel's pull takes at most this multiple of direct's.
 pub const LONE_GOAL: f64 = 1.05;
 
-/// The median of a cell's runs and the smallest and largest of them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    /// `None` for no values; the median of an even count is the mean of the middle two.
-    pub fn of(values: &[f64]) -> Option<Spread> {
-        let mut sorted = values.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let (&min, &max) = (sorted.first()?, sorted.last()?);
-        let middle = sorted.len() / 2;
-        let median = if sorted.len() % 2 == 1 {
-            *sorted.get(middle)?
-        } else {
-            (sorted.get(middle.checked_sub(1)?)? + sorted.get(middle)?) / 2.0
-        };
-        Some(Spread { median, min, max })
-    }
-}
+pub use spegel_testbed::stats::Spread;
 
 /// One goal of the issue checked against a cell's medians: `value ≤ bound`.
 #[derive(Debug, Clone, Copy, PartialEq)]
