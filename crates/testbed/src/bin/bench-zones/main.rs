@@ -201,6 +201,9 @@ async fn wait_for_holders(
     Ok(())
 }
 
+/// One figure of a rollout.
+type Pick<'a> = &'a dyn Fn(&Rollout) -> f64;
+
 /// The markdown report and the JSON figures.
 fn report(
     args: &Args,
@@ -208,7 +211,7 @@ fn report(
     machine: &machine::Machine,
 ) -> (String, serde_json::Value) {
     let image = (args.mb * 1_000_000 / args.layers * args.layers) as f64;
-    let spread = |mode: usize, pick: &dyn Fn(&Rollout) -> f64| {
+    let spread = |mode: usize, pick: Pick<'_>| {
         let values: Vec<f64> = results[mode].iter().map(pick).collect();
         Spread::of(&values)
     };
@@ -248,7 +251,7 @@ fn report(
     );
     md += "| figure | zone-aware | zone-blind | aware ÷ blind |\n|---|--:|--:|--:|\n";
     let mut json_rows = Vec::new();
-    let rows: [(&str, &dyn Fn(&Rollout) -> f64, usize); 3] = [
+    let rows: [(&str, Pick<'_>, usize); 3] = [
         ("crossed zones ÷ image", &crossed, 2),
         ("upstream ÷ image", &upstream, 2),
         ("rollout s", &took, 2),
