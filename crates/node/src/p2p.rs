@@ -32,6 +32,7 @@ struct HttpBootstrap {
     config: HttpBootstrapConfig,
     /// Set to the zone the bootstrapper tells, when `--zone` did not name one.
     learn_zone: Option<LocalZone>,
+    started: std::time::Instant,
 }
 
 impl HttpBootstrap {
@@ -51,7 +52,19 @@ impl HttpBootstrap {
     }
 }
 
+/// While the node waits for its zone from the bootstrapper, it asks this often (its Node
+/// appears when kubelet registers it, moments before the first pulls), for at most
+/// [`ZONE_POLL_FOR`] after start: a cluster without zone labels is not asked 6 times a
+/// minute per node forever.
+const ZONE_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+const ZONE_POLL_FOR: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
 impl Bootstrap for HttpBootstrap {
+    fn ask_again_within(&self) -> Option<std::time::Duration> {
+        let waiting = self.learn_zone.as_ref().is_some_and(|z| z.get().is_none());
+        (waiting && self.started.elapsed() < ZONE_POLL_FOR).then_some(ZONE_POLL)
+    }
+
     fn peers(&self) -> PeersFuture<'_> {
         Box::pin(async move {
             let answer = spegel_bootstrap::fetch_answer(&self.config)
@@ -134,7 +147,11 @@ impl Plan {
                     HttpBootstrapConfig::new(url, &args.http_bootstrap_cert_dir, router_port)
                         .map_err(|e| bad(&e))?;
                 let learn_zone = args.zone.is_none().then(|| zone.clone());
-                Arc::new(HttpBootstrap { config, learn_zone })
+                Arc::new(HttpBootstrap {
+                    config,
+                    learn_zone,
+                    started: std::time::Instant::now(),
+                })
             }
         };
         Ok(Plan {

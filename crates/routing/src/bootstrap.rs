@@ -25,6 +25,12 @@ pub type PeersFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<BootstrapPeer>
 pub trait Bootstrap: Send + Sync + 'static {
     /// The peers to join through right now. May be empty; errors are retried with backoff.
     fn peers(&self) -> PeersFuture<'_>;
+
+    /// How soon to ask again, when the source wants to be asked sooner than the router's
+    /// refresh interval (e.g. it still waits to learn something from the answers).
+    fn ask_again_within(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// A fixed list of peers (`--bootstrap-kind static`).

@@ -201,7 +201,7 @@ impl Router {
 }
 
 /// Fetches bootstrap peers and dials them: with capped backoff while the routing table is
-/// empty, then every `bootstrap_refresh`.
+/// empty, then every `bootstrap_refresh` (or sooner, when the source asks for it).
 async fn bootstrap_loop(router: Router, config: RouterConfig, shutdown: CancellationToken) {
     let first_backoff = Duration::from_millis(500);
     let mut backoff = first_backoff;
@@ -223,7 +223,10 @@ async fn bootstrap_loop(router: Router, config: RouterConfig, shutdown: Cancella
             wait
         } else {
             backoff = first_backoff;
-            config.bootstrap_refresh
+            let sooner = config.bootstrap.ask_again_within();
+            sooner.map_or(config.bootstrap_refresh, |s| {
+                s.min(config.bootstrap_refresh)
+            })
         };
         let mut peers = router.peers.clone();
         tokio::select! {
