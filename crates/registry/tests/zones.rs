@@ -10,9 +10,11 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Node, Peer, Reply, Script, Seen, blob, blob_path, get, head, receive};
+use common::{Node, Peer, Reply, Script, Seen, blob, blob_path, get, head, ranked, receive};
 use http::{Method, StatusCode};
-use spegel_registry::{FLIGHT_HEADER, LocalZone, MirrorConfig, SOURCE_HEADER, ZONE_HEADER, Zone};
+use spegel_registry::{
+    FLIGHT_HEADER, HOLD_HEADER, LocalZone, MirrorConfig, SOURCE_HEADER, ZONE_HEADER, Zone,
+};
 use spegel_routing::{Key, PeerId};
 
 const BLOB_LEN: usize = 100_000;
@@ -219,4 +221,39 @@ async fn a_zone_mate_found_after_more_providers_than_are_tried_is_still_chosen()
     assert!(received.complete);
     assert_eq!(blob_gets(&near), 1);
     assert_eq!(far.iter().map(blob_gets).sum::<usize>(), 0);
+}
+
+/// A cold pull: the node ranked first (the owner) is in zone a; a node of zone b ranked
+/// above this one (zone b) is still deciding too. This node holds its request on its
+/// zone-mate, not on the owner across the zone: zone b takes one copy across.
+#[tokio::test(start_paused = true)]
+async fn in_an_election_a_node_waits_on_its_zones_first_claimant_before_the_owner() {
+    let (bytes, digest) = blob(BLOB_LEN, 7);
+    let ids = ranked(&digest, 3);
+    let deciding = |zone: &'static str, bytes: &Bytes| {
+        let bytes = bytes.clone();
+        move |seen: &Seen| {
+            let reply = match (seen.method == Method::HEAD, seen.header(HOLD_HEADER)) {
+                (false, Some(_)) => Reply::blob(&bytes)
+                    .header(SOURCE_HEADER, "in-flight")
+                    .after(Duration::from_secs(1)),
+                (true, _) if seen.path == "/v2/" => Reply::status(StatusCode::OK),
+                _ => Reply::status(StatusCode::NOT_FOUND),
+            };
+            reply.header(ZONE_HEADER, zone)
+        }
+    };
+    let owner = Peer::start_as(ids[0], deciding("a", &bytes)).await;
+    let mate = Peer::start_as(ids[1], deciding("b", &bytes)).await;
+    let script = Script::new(ids[2]);
+    script.provide(
+        Key::InFlight(digest.clone()),
+        vec![owner.provider(), mate.provider()],
+    );
+    let node = Node::start(script, in_zone("b")).await;
+
+    let received = receive(get(node.addr, &blob_path(&digest), &[]).await).await;
+    assert!(received.complete);
+    assert_eq!(received.bytes, bytes);
+    assert_eq!((blob_gets(&owner), blob_gets(&mate)), (0, 1));
 }

@@ -483,7 +483,8 @@ impl Mirror {
             }
         }
         let local = self.resolver.local_peer_id();
-        let order = flight::ranked(&digest, claimants.iter().map(|p| p.peer), local);
+        let ranked = flight::ranked(&digest, claimants.iter().map(|p| p.peer), local);
+        let order = self.zone_first(ranked, local);
         for (rank, peer) in order.iter().enumerate() {
             if *peer == local {
                 info!(%digest, rank, claimants = order.len(), "this node fetches the blob for the cluster");
@@ -518,6 +519,23 @@ impl Mirror {
         self.flights.decide(&digest, Decision::Owner);
         self.metrics.transfer.flight(FlightOutcome::gave_up);
         None
+    }
+
+    /// The election's order (rendezvous, first = owner) as this node asks it: when it has a
+    /// zone and a claimant of its zone is ranked above it, it asks that one first, so it
+    /// follows a download inside its zone and a zone takes one copy across its boundary
+    /// instead of one per node. Every node still waits only on nodes ranked above it (the
+    /// first of a zone is above the rest of the zone), so waits never form a cycle.
+    fn zone_first(&self, mut order: Vec<PeerId>, local: PeerId) -> Vec<PeerId> {
+        let Some(me) = order.iter().position(|p| *p == local) else {
+            return order;
+        };
+        let near = |p: &PeerId| self.zones.relation(p) == Relation::Same;
+        if let Some(first) = order.get(..me).and_then(|above| above.iter().position(near)) {
+            let peer = order.remove(first);
+            order.insert(0, peer);
+        }
+        order
     }
 
     /// Streams a peer's answer as this node's decision to follow it.
