@@ -27,7 +27,7 @@ h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid 
 table{border-collapse:collapse;font-size:0.9em}th,td{padding:3px 8px;border:1px solid #ddd;text-align:left}\
 th{background:#f2f2f2}td.n{text-align:right;font-variant-numeric:tabular-nums}\
 code{font-size:0.95em}.bad{color:#b00}.ok{color:#070}.note{color:#666}\
-input[type=text]{width:32em}tr.total td{font-weight:bold}";
+input[type=text]{width:32em}tr.total td{font-weight:bold}td.t,td.n{white-space:nowrap}";
 
 /// A whole page: `title` (escaped here) and `body` (already HTML).
 pub fn page(title: &str, body: &str) -> String {
@@ -58,12 +58,17 @@ pub fn millis(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// `bytes` over `d` in MB/s (10^6 bytes), or `-` when nothing was timed.
+/// `bytes` over `d` in MB/s (10^6 bytes; kB/s below 1 MB/s), or `-` when nothing was
+/// timed.
 pub fn throughput(bytes: u64, d: Duration) -> String {
     if bytes == 0 || d.is_zero() {
         return "-".to_owned();
     }
-    format!("{:.1} MB/s", bytes as f64 / d.as_secs_f64() / 1e6)
+    let per_second = bytes as f64 / d.as_secs_f64();
+    if per_second < 1e6 {
+        return format!("{:.1} kB/s", per_second / 1e3);
+    }
+    format!("{:.1} MB/s", per_second / 1e6)
 }
 
 /// A duration as `1d 2h 3m 4s`, leading zero units left out.
@@ -144,6 +149,7 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(12_345)), "12.3 ms");
         assert_eq!(throughput(10_000_000, Duration::from_secs(2)), "5.0 MB/s");
         assert_eq!(throughput(0, Duration::from_secs(2)), "-");
+        assert_eq!(throughput(500, Duration::from_millis(10)), "50.0 kB/s");
         assert_eq!(uptime(Duration::from_secs(93_784)), "1d 2h 3m 4s");
         assert_eq!(uptime(Duration::from_secs(4)), "4s");
         assert_eq!(uptime(Duration::from_secs(3600)), "1h 0m 0s");

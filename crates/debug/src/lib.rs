@@ -24,10 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 use http::StatusCode;
 use spegel_metrics::{Page, PageFuture, Pages};
 use spegel_registry::{MeasureLimits, Mirror};
-use spegel_routing::Router;
+use spegel_routing::{PeerSummary, Router};
 use tokio::sync::Semaphore;
 
-use render::NodeView;
+use render::{NodeView, PeerRow};
 use request::Route;
 
 pub use request::parse_image;
@@ -94,6 +94,15 @@ impl DebugPage {
             ),
             None => (None, None),
         };
+        let peers: Option<Vec<PeerRow>> = peers.map(|peers| {
+            peers
+                .into_iter()
+                .map(|peer| PeerRow {
+                    zone: peer_zone(sources, &peer),
+                    peer,
+                })
+                .collect()
+        });
         let log = sources.map(|s| s.mirror.log().recent());
         let mut body = render::node(&self.view());
         body.push_str(&render::peers(peers.as_deref(), now));
@@ -147,11 +156,26 @@ impl DebugPage {
                 .sources
                 .get()
                 .map(|s| s.router.local_peer_id().to_string()),
-            zone: self.node.zone.clone(),
+            zone: self.zone(),
             version: self.node.version.clone(),
             uptime: self.started.elapsed(),
         }
     }
+}
+
+impl DebugPage {
+    /// This node's zone. Plug point for zones: the zone the mirror runs with, once it has
+    /// one, should win over the configured one.
+    fn zone(&self) -> Option<String> {
+        self.node.zone.clone()
+    }
+}
+
+/// A peer's zone as this node knows it. Plug point for zones: the zones the mirror learned
+/// from peers' answers (`sources.mirror`); none yet.
+fn peer_zone(sources: Option<&Sources>, peer: &PeerSummary) -> Option<String> {
+    let _ = (sources, peer);
+    None
 }
 
 impl Pages for DebugPage {

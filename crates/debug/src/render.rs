@@ -41,14 +41,22 @@ pub fn node(view: &NodeView) -> String {
     )
 }
 
+/// A peer as the page shows it: what the router knows, and its zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    pub peer: PeerSummary,
+    /// The zone it named (`None`: unknown or none; the page says "(none)").
+    pub zone: Option<String>,
+}
+
 /// The "Peers" section; `None` when the router is not there (yet).
-pub fn peers(peers: Option<&[PeerSummary]>, now: SystemTime) -> String {
+pub fn peers(peers: Option<&[PeerRow]>, now: SystemTime) -> String {
     let mut out = String::from("<h2>Peers</h2>\n");
     let Some(peers) = peers else {
         let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(NOT_STARTED));
         return out;
     };
-    let connected = peers.iter().filter(|p| p.connected).count();
+    let connected = peers.iter().filter(|p| p.peer.connected).count();
     let _ = writeln!(
         out,
         "<p>{} known, {connected} connected now.</p>",
@@ -58,7 +66,7 @@ pub fn peers(peers: Option<&[PeerSummary]>, now: SystemTime) -> String {
         return out;
     }
     out.push_str("<table id=\"peers\"><tr><th>peer ID</th><th>registry address</th><th>zone</th><th>connected</th><th>last seen</th></tr>\n");
-    for peer in peers.iter().take(MAX_ROWS) {
+    for PeerRow { peer, zone } in peers.iter().take(MAX_ROWS) {
         let registry = peer
             .registry
             .map_or_else(|| "(not identified yet)".to_owned(), |a| a.to_string());
@@ -71,7 +79,7 @@ pub fn peers(peers: Option<&[PeerSummary]>, now: SystemTime) -> String {
             "<tr class=\"peer\"><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&peer.id.to_string()),
             escape(&registry),
-            escape(peer.zone.as_deref().unwrap_or("(none)")),
+            escape(zone.as_deref().unwrap_or("(none)")),
             if peer.connected { "yes" } else { "no" },
             escape(&seen),
         );
@@ -100,7 +108,7 @@ pub fn advertised(keys: Option<&[Key]>) -> String {
     images.sort_unstable();
     let _ = writeln!(
         out,
-        "<p id=\"advertised-counts\">{} image tags, {} digests, {} downloads in progress.</p>",
+        "<p id=\"advertised-counts\">{} image tags, {} digests, {} in-flight keys (downloads in progress or just finished).</p>",
         images.len(),
         count(|k| matches!(k, Key::Digest(_))),
         count(|k| matches!(k, Key::InFlight(_))),
@@ -149,8 +157,9 @@ pub fn mirrored(requests: Option<&[MirroredRequest]>, now: SystemTime) -> String
         };
         let _ = writeln!(
             out,
-            "<tr class=\"mirrored\"><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{class}\">{}</td></tr>",
-            escape(&format!("{} ({})", utc(r.at), ago(r.at, now))),
+            "<tr class=\"mirrored\"><td class=\"t\" title=\"{}\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{class}\">{}</td></tr>",
+            escape(&ago(r.at, now)),
+            escape(&utc(r.at)),
             escape(&r.registry),
             escape(&r.path),
             escape(&peer),
@@ -300,20 +309,25 @@ mod tests {
             registry: Some("10.0.0.7:5000".parse().unwrap()),
             connected: true,
             last_seen: Some(now - Duration::from_secs(5)),
+        };
+        let row = PeerRow {
+            peer: peer.clone(),
             zone: Some("zone-<b>".into()),
         };
-        let html = peers(Some(&[peer.clone()]), now);
+        let html = peers(Some(&[row]), now);
         assert!(html.contains("1 known, 1 connected now"));
         assert!(html.contains(&peer.id.to_string()));
         assert!(html.contains("<td>10.0.0.7:5000</td>"));
         assert!(html.contains("zone-&lt;b&gt;"));
         assert!(html.contains("5s ago"));
-        let unknown = PeerSummary {
-            registry: None,
+        let unknown = PeerRow {
+            peer: PeerSummary {
+                registry: None,
+                last_seen: None,
+                connected: false,
+                ..peer
+            },
             zone: None,
-            last_seen: None,
-            connected: false,
-            ..peer
         };
         let html = peers(Some(&[unknown]), now);
         assert!(html.contains("(not identified yet)") && html.contains("<td>(none)</td>"));
@@ -329,7 +343,7 @@ mod tests {
             Key::InFlight(d),
         ];
         let html = advertised(Some(&keys));
-        assert!(html.contains("1 image tags, 1 digests, 1 downloads in progress"));
+        assert!(html.contains("1 image tags, 1 digests, 1 in-flight keys"));
         assert!(html.contains("<code>10.0.0.1:5000/team/app:v1</code>"));
         assert!(html.contains("/debug/measure?image=10.0.0.1%3A5000%2Fteam%2Fapp%3Av1"));
     }

@@ -21,8 +21,6 @@ pub struct PeerSummary {
     pub connected: bool,
     /// When a connection to it opened or closed, or it identified itself, last.
     pub last_seen: Option<SystemTime>,
-    /// The zone it announced (`None`: it announced none, or zones are not known yet).
-    pub zone: Option<String>,
 }
 
 /// When each peer was last heard from, for at most [`MAX_REMEMBERED`] peers.

@@ -100,6 +100,9 @@ impl Measurement {
     }
 }
 
+/// Why a piece of content was not fetched: the DHT named no provider.
+const NOT_HELD: &str = "no peer holds it";
+
 /// Index children fetched at most (each a platform's manifest; only held ones are found).
 const MAX_INDEX_CHILDREN: usize = 16;
 
@@ -165,7 +168,7 @@ impl Mirror {
                 }
                 let path = child.to_string();
                 let key = Key::Digest(child.clone());
-                let (step, bytes) = self
+                let (mut step, bytes) = self
                     .measure_one(
                         target,
                         key,
@@ -178,6 +181,9 @@ impl Mirror {
                     )
                     .await;
                 let held = step.error.is_none();
+                if step.peer.is_none() && step.error.is_some() {
+                    step.error = Some(format!("{NOT_HELD} (a platform no node pulled?)"));
+                }
                 m.steps.push(step);
                 if let Some(bytes) = bytes.filter(|_| held) {
                     manifests.push(bytes);
@@ -258,7 +264,7 @@ impl Mirror {
         let providers = self.first_providers(&key, limits.lookup_timeout).await;
         step.lookup = lookup.elapsed();
         if providers.is_empty() {
-            step.error = Some("no peer holds it".to_owned());
+            step.error = Some(NOT_HELD.to_owned());
             return (step, None);
         }
         let fetch = Fetch {

@@ -30,7 +30,6 @@ impl Task {
                     registry,
                     connected: self.swarm.is_connected(&id),
                     last_seen: self.last_seen.get(&id),
-                    zone: None,
                 }
             })
             .collect()
