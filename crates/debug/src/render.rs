@@ -157,11 +157,12 @@ pub fn mirrored(requests: Option<&[MirroredRequest]>, now: SystemTime) -> String
         };
         let _ = writeln!(
             out,
-            "<tr class=\"mirrored\"><td class=\"t\" title=\"{}\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{class}\">{}</td></tr>",
+            "<tr class=\"mirrored\"><td class=\"t\" title=\"{}\">{}</td><td>{}</td><td title=\"{}\"><code>{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"{class}\">{}</td></tr>",
             escape(&ago(r.at, now)),
             escape(&utc(r.at)),
             escape(&r.registry),
             escape(&r.path),
+            escape(&short_path(&r.path)),
             escape(&peer),
             bytes(r.bytes),
             millis(r.duration),
@@ -250,6 +251,19 @@ pub fn measurement(image: &str, m: &Measurement) -> String {
         }
     }
     out
+}
+
+/// `/v2/<repository>/<kind>/<reference>` without `/v2/` and with digests cut to 12 hex
+/// characters (the whole path is in the cell's title).
+fn short_path(path: &str) -> String {
+    let path = path.strip_prefix("/v2/").unwrap_or(path);
+    match path.split_once("sha256:") {
+        Some((head, hex)) if hex.len() > 12 => {
+            let cut = hex.get(..12).unwrap_or(hex);
+            format!("{head}sha256:{cut}…")
+        }
+        _ => path.to_owned(),
+    }
 }
 
 /// A short form of a peer ID: its last 8 characters.
@@ -366,6 +380,9 @@ mod tests {
         assert!(html.contains("10.0.0.7:5000"));
         assert!(html.contains("2.0 KiB") && html.contains("3.0 ms") && html.contains(">served<"));
         assert!(mirrored(Some(&[]), now).contains("None yet"));
+        let long = format!("/v2/a/b/blobs/sha256:{}", "c".repeat(64));
+        assert_eq!(short_path(&long), "a/b/blobs/sha256:cccccccccccc…");
+        assert_eq!(short_path("/v2/a/manifests/v1"), "a/manifests/v1");
     }
 
     #[test]
