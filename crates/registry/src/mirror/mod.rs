@@ -204,10 +204,10 @@ pub struct Mirror {
     untrusted: Arc<Mutex<HashMap<Digest, HashSet<PeerId>>>>,
     /// This node's single-flight decisions.
     flights: Arc<Flights>,
-    /// Bytes of manifests being read from peers at once (in KiB): one budget for all.
-    manifest_budget: Arc<tokio::sync::Semaphore>,
     /// The last requests mirrored, for the debug page.
     log: Arc<MirrorLog>,
+    /// Bytes of manifests being read from peers at once (in KiB): one budget for all.
+    manifest_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Mirror {
