@@ -31,7 +31,8 @@ impl Page {
     }
 }
 
-/// Answers `GET` requests for paths under [`PAGES_PREFIX`] on the metrics address.
+/// Answers `GET` requests for paths under [`PAGES_PREFIX`] on the metrics address (other
+/// methods get 405 without reaching it).
 pub trait Pages: Send + Sync + 'static {
     /// The page for `path` (starting with `/debug`) and its raw query string.
     fn get<'a>(&'a self, path: &'a str, query: Option<&'a str>) -> PageFuture<'a>;

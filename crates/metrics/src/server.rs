@@ -145,22 +145,16 @@ fn is_page(path: &str) -> bool {
     path.starts_with(PAGES_PREFIX) || path == PAGES_PREFIX.trim_end_matches('/')
 }
 
-/// A page from `pages`; GET only (HEAD gets the head).
+/// A page from `pages`; GET only (a page may do work, such as a measure: a HEAD must not).
 async fn page<B>(pages: Option<&dyn Pages>, request: &Request<B>) -> Response<Full<Bytes>> {
     let Some(pages) = pages else {
         return text(StatusCode::NOT_FOUND, "not found: the debug page is off\n");
     };
-    let head = request.method() == Method::HEAD;
-    if request.method() != Method::GET && !head {
+    if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
     let page = pages.get(request.uri().path(), request.uri().query()).await;
-    let body = if head {
-        Bytes::new()
-    } else {
-        Bytes::from(page.body)
-    };
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Full::new(Bytes::from(page.body)));
     *response.status_mut() = page.status;
     response
         .headers_mut()
@@ -261,6 +255,14 @@ mod tests {
         assert_eq!(&body[..], b"/debug/measure Some(\"image=x\")");
         assert!(is_page("/debug") && is_page("/debug/") && is_page("/debug/measure"));
         assert!(!is_page("/debugger") && !is_page("/metrics"));
+    }
+
+    #[tokio::test]
+    async fn pages_answer_get_only() {
+        let echo: Arc<dyn Pages> = Arc::new(Echo);
+        let head = Request::head("/debug/measure?image=x").body(()).unwrap();
+        let response = page(Some(echo.as_ref()), &head).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[tokio::test]

@@ -100,6 +100,28 @@ impl Measurement {
     }
 }
 
+/// One manifest or blob to fetch.
+struct Piece {
+    kind: BlobKind,
+    key: Key,
+    /// The last part of its path: a tag or a digest.
+    reference: String,
+    /// The digest its bytes must hash to (for a tag: named by the peer's answer).
+    expected: Option<Digest>,
+}
+
+impl Piece {
+    /// Content addressed by `digest`.
+    fn digest(kind: BlobKind, digest: Digest) -> Piece {
+        Piece {
+            kind,
+            key: Key::Digest(digest.clone()),
+            reference: digest.to_string(),
+            expected: Some(digest),
+        }
+    }
+}
+
 /// Why a piece of content was not fetched: the DHT named no provider.
 const NOT_HELD: &str = "no peer holds it";
 
@@ -124,27 +146,16 @@ impl Mirror {
     }
 
     async fn walk(&self, target: &MeasureTarget, limits: MeasureLimits, m: &mut Measurement) {
-        let top_kind = BlobKind::Manifest;
-        let (key, expected) = match &target.reference {
-            Reference::Tag(tag) => (
-                Key::tag(&target.registry, target.repository.as_str(), tag.as_str()),
-                None,
-            ),
-            Reference::Digest(d) => (Key::Digest(d.clone()), Some(d.clone())),
+        let top = match &target.reference {
+            Reference::Tag(tag) => Piece {
+                kind: BlobKind::Manifest,
+                key: Key::tag(&target.registry, target.repository.as_str(), tag.as_str()),
+                reference: tag.to_string(),
+                expected: None,
+            },
+            Reference::Digest(d) => Piece::digest(BlobKind::Manifest, d.clone()),
         };
-        let reference = target.reference.to_string();
-        let (step, bytes) = self
-            .measure_one(
-                target,
-                key,
-                "manifests",
-                &reference,
-                expected,
-                top_kind,
-                limits,
-                0,
-            )
-            .await;
+        let (step, bytes) = self.measure_one(target, top, limits, 0).await;
         let failed = step.error.is_some();
         m.steps.push(step);
         let Some(bytes) = bytes.filter(|_| !failed) else {
@@ -166,20 +177,8 @@ impl Mirror {
                 if !self.room(m, limits) {
                     return;
                 }
-                let path = child.to_string();
-                let key = Key::Digest(child.clone());
-                let (mut step, bytes) = self
-                    .measure_one(
-                        target,
-                        key,
-                        "manifests",
-                        &path,
-                        Some(child),
-                        BlobKind::Manifest,
-                        limits,
-                        m.bytes(),
-                    )
-                    .await;
+                let piece = Piece::digest(BlobKind::Manifest, child);
+                let (mut step, bytes) = self.measure_one(target, piece, limits, m.bytes()).await;
                 let held = step.error.is_none();
                 if step.peer.is_none() && step.error.is_some() {
                     step.error = Some(format!("{NOT_HELD} (a platform no node pulled?)"));
@@ -196,6 +195,7 @@ impl Mirror {
             let Some((_, blobs)) = referenced_digests(&manifest) else {
                 continue;
             };
+            // A manifest names its config first, then its layers.
             for (i, blob) in blobs.into_iter().enumerate() {
                 if !self.room(m, limits) {
                     return;
@@ -205,20 +205,8 @@ impl Mirror {
                 } else {
                     BlobKind::Layer
                 };
-                let path = blob.to_string();
-                let key = Key::Digest(blob.clone());
-                let (step, _) = self
-                    .measure_one(
-                        target,
-                        key,
-                        "blobs",
-                        &path,
-                        Some(blob),
-                        kind,
-                        limits,
-                        m.bytes(),
-                    )
-                    .await;
+                let piece = Piece::digest(kind, blob);
+                let (step, _) = self.measure_one(target, piece, limits, m.bytes()).await;
                 m.steps.push(step);
             }
         }
@@ -237,20 +225,24 @@ impl Mirror {
         true
     }
 
-    /// Looks `key` up and fetches `/v2/<repo>/<what>/<reference>` from the first provider
-    /// that answers, hashing every byte. Manifests' bytes are returned (to walk them).
-    #[allow(clippy::too_many_arguments)] // one call site per kind of content; a struct would only rename them
+    /// Looks `piece` up and fetches it from the first provider that answers, hashing every
+    /// byte (`spent` bytes of the budget are gone already). A manifest's bytes are returned
+    /// (to walk it).
     async fn measure_one(
         &self,
         target: &MeasureTarget,
-        key: Key,
-        what: &str,
-        reference: &str,
-        expected: Option<Digest>,
-        kind: BlobKind,
+        piece: Piece,
         limits: MeasureLimits,
         spent: u64,
     ) -> (Measured, Option<bytes::Bytes>) {
+        let keep = matches!(piece.kind, BlobKind::Index | BlobKind::Manifest);
+        let what = if keep { "manifests" } else { "blobs" };
+        let Piece {
+            kind,
+            key,
+            reference,
+            expected,
+        } = piece;
         let mut step = Measured {
             kind,
             digest: expected.clone(),
@@ -278,7 +270,6 @@ impl Mirror {
             head: false,
             digest: expected.clone(),
         };
-        let keep = what == "manifests";
         let budget = limits.max_bytes.saturating_sub(spent);
         let mut errors = Vec::new();
         for peer in providers {
