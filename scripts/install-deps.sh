@@ -18,6 +18,7 @@ needs=(
   "nginx           nginx-light        the reference server in the registry benchmark"
   "systemd-analyze systemd            verifies systemd/spegel.service"
   "kubectl         kubernetes-client  renders deploy/ with kubectl kustomize"
+  "chromium        chromium           loads the debug page headless in tests/debug_page.rs"
 )
 
 missing=()

@@ -4,7 +4,9 @@
 //!   Spegel uses (so its dashboards work), with typed label sets. It is created once by the
 //!   binary and injected (`Arc<Metrics>`) into whatever records: nothing here is global.
 //!   Timers ([`Timer`], [`HttpRequest`]) record when dropped.
-//! - [`serve_metrics`]: the `GET /metrics` HTTP server for `--metrics-addr`.
+//! - [`serve_metrics`]: the `GET /metrics` HTTP server for `--metrics-addr`; with
+//!   [`serve_metrics_and_pages`] it also answers `/debug/…` through a [`Pages`] trait object
+//!   (the debug page lives in `spegel-debug`; this crate only routes to it).
 //! - [`write_textfile`]: the node-exporter textfile writer for `--metrics-textfile`
 //!   (temp file in the same directory → fsync → rename; removed on clean shutdown).
 //! - `registry` label values are bounded (`labels`): a client-chosen `ns` never becomes a
@@ -18,6 +20,7 @@ mod error;
 mod exposition;
 mod labels;
 mod metrics;
+mod pages;
 mod process;
 mod server;
 mod textfile;
@@ -27,6 +30,7 @@ pub use error::{Error, Result};
 pub use exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use labels::{MAX_UNLISTED as MAX_UNLISTED_REGISTRIES, OTHER as OTHER_REGISTRY};
 pub use metrics::{Advertised, HttpRequest, Metrics, Timer};
-pub use server::serve_metrics;
+pub use pages::{PAGES_PREFIX, Page, PageFuture, Pages};
+pub use server::{serve_metrics, serve_metrics_and_pages};
 pub use textfile::{Textfile, write_textfile, write_textfile_once};
 pub use transfer::{FlightOutcome, Source, TransferMetrics, ZoneRelation};

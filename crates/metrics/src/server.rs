@@ -1,4 +1,5 @@
-//! `GET /metrics` over HTTP/1 for `--metrics-addr`.
+//! `GET /metrics` over HTTP/1 for `--metrics-addr`, and the pages under `/debug/` when a
+//! [`Pages`] is given.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::Metrics;
 use crate::exposition::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use crate::pages::{PAGES_PREFIX, Pages};
 
 /// Scrapers served at once, and from one IP; more get 503 at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -46,6 +48,16 @@ pub async fn serve_metrics(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    serve_metrics_and_pages(listener, metrics, None, shutdown).await;
+}
+
+/// [`serve_metrics`], and `GET /debug/…` answered by `pages` (without it: 404).
+pub async fn serve_metrics_and_pages(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    pages: Option<Arc<dyn Pages>>,
+    shutdown: CancellationToken,
+) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
@@ -63,9 +75,17 @@ pub async fn serve_metrics(
         shutdown,
         move |stream, peer, watcher| {
             let metrics = metrics.clone();
-            let service = service_fn(move |request| {
-                let response = respond(&metrics, &request);
-                async move { Ok::<_, Infallible>(response) }
+            let pages = pages.clone();
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                let pages = pages.clone();
+                async move {
+                    let response = match is_page(request.uri().path()) {
+                        true => page(pages.as_deref(), &request).await,
+                        false => respond(&metrics, &request),
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             async move {
@@ -120,6 +140,28 @@ fn respond<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> 
     }
 }
 
+/// Whether `path` is one of the pages ([`PAGES_PREFIX`], or it without its slash).
+fn is_page(path: &str) -> bool {
+    path.starts_with(PAGES_PREFIX) || path == PAGES_PREFIX.trim_end_matches('/')
+}
+
+/// A page from `pages`; GET only (a page may do work, such as a measure: a HEAD must not).
+async fn page<B>(pages: Option<&dyn Pages>, request: &Request<B>) -> Response<Full<Bytes>> {
+    let Some(pages) = pages else {
+        return text(StatusCode::NOT_FOUND, "not found: the debug page is off\n");
+    };
+    if request.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    let page = pages.get(request.uri().path(), request.uri().query()).await;
+    let mut response = Response::new(Full::new(Bytes::from(page.body)));
+    *response.status_mut() = page.status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(page.content_type));
+    response
+}
+
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
@@ -132,6 +174,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
 
     fn get(path: &str, accept: Option<&str>) -> Request<()> {
         let mut request = Request::get(path);
@@ -192,6 +235,40 @@ mod tests {
             .unwrap();
         assert!(reply.starts_with(b"HTTP/1.1 200 "));
         shutdown.cancel();
+    }
+
+    struct Echo;
+
+    impl Pages for Echo {
+        fn get<'a>(&'a self, path: &'a str, query: Option<&'a str>) -> crate::PageFuture<'a> {
+            let body = format!("{path} {query:?}");
+            Box::pin(async move { crate::Page::html(StatusCode::OK, body) })
+        }
+    }
+
+    #[tokio::test]
+    async fn debug_paths_go_to_the_pages_and_nowhere_else() {
+        let echo: Arc<dyn Pages> = Arc::new(Echo);
+        let response = page(Some(echo.as_ref()), &get("/debug/measure?image=x", None)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"/debug/measure Some(\"image=x\")");
+        assert!(is_page("/debug") && is_page("/debug/") && is_page("/debug/measure"));
+        assert!(!is_page("/debugger") && !is_page("/metrics"));
+    }
+
+    #[tokio::test]
+    async fn pages_answer_get_only() {
+        let echo: Arc<dyn Pages> = Arc::new(Echo);
+        let head = Request::head("/debug/measure?image=x").body(()).unwrap();
+        let response = page(Some(echo.as_ref()), &head).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn without_pages_the_debug_page_is_404() {
+        let response = page(None, &get("/debug/", None)).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The daemon's host integration: the containerd preflight check, the metrics endpoint and
-//! textfile, and the systemd supervisor, run under the node's [`Tasks`] (the textfile is
+//! The daemon's host integration: the containerd preflight check, the metrics endpoint (and
+//! the debug page beside it) and textfile, and the systemd supervisor, run under the node's [`Tasks`] (the textfile is
 //! removed on the way out, so shutdown waits for them).
 
 use std::sync::Arc;
@@ -7,8 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use spegel_advertiser::RegistryCounts;
 use spegel_containerd::ContentStore;
+use spegel_debug::{DebugPage, NodeInfo, Sources};
 use spegel_hostconfig::Preflight;
-use spegel_metrics::{Advertised, Metrics, Textfile};
+use spegel_metrics::{Advertised, Metrics, Pages, Textfile};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -59,6 +60,9 @@ pub fn advertised_status(counts: &[RegistryCounts]) -> String {
 pub struct Host {
     /// Where everything records its metrics.
     pub metrics: Arc<Metrics>,
+    /// The debug page (`None` with `--debug-page=false`); it learns the router and mirror
+    /// from [`Host::attach_debug_page`] once they run.
+    debug_page: Option<Arc<DebugPage>>,
     tasks: Tasks,
 }
 
@@ -71,10 +75,22 @@ impl Host {
         let listener = TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("cannot listen on --metrics-addr {}", args.metrics_addr))?;
-        info!(addr = %listener.local_addr()?, "metrics listening");
+        info!(addr = %listener.local_addr()?, debug_page = args.debug_page, "metrics listening");
+        let debug_page = args.debug_page.then(|| {
+            Arc::new(DebugPage::new(NodeInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                zone: None,
+            }))
+        });
+        let pages = debug_page.clone().map(|page| page as Arc<dyn Pages>);
         tasks.spawn_essential(
             "the metrics server",
-            spegel_metrics::serve_metrics(listener, metrics.clone(), tasks.shutdown()),
+            spegel_metrics::serve_metrics_and_pages(
+                listener,
+                metrics.clone(),
+                pages,
+                tasks.shutdown(),
+            ),
         );
         if args.metrics_textfile.is_empty() {
             info!("no metrics textfile (--metrics-textfile is empty)");
@@ -88,7 +104,18 @@ impl Host {
                 spegel_metrics::write_textfile(metrics.clone(), textfile, tasks.shutdown()),
             );
         }
-        Ok(Host { metrics, tasks })
+        Ok(Host {
+            metrics,
+            debug_page,
+            tasks,
+        })
+    }
+
+    /// Gives the debug page (if on) the router and mirror it shows and measures with.
+    pub fn attach_debug_page(&self, sources: Sources) {
+        if let Some(page) = &self.debug_page {
+            page.attach(sources);
+        }
     }
 
     /// Keeps the `spegel_advertised_*` gauges equal to the advertiser's latest counts.

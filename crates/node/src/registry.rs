@@ -101,6 +101,10 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     host.export_advertised(p2p.counts.clone());
+    host.attach_debug_page(spegel_debug::Sources {
+        router: p2p.router.clone(),
+        mirror: mirror.clone(),
+    });
     let (router, counts) = (p2p.router.clone(), p2p.counts.clone());
     let supervisor = crate::systemd::Supervisor::new(registry_addr, store.clone())
         .with_status(move || format!("{} peers", router.peer_count()))
@@ -186,5 +190,11 @@ mod tests {
         );
         assert!(check(&registry_args(&["--max-connections-per-ip=0"])).is_err());
         assert!(check(&registry_args(&[])).is_ok());
+    }
+
+    #[test]
+    fn the_debug_page_is_on_unless_turned_off() {
+        assert!(registry_args(&[]).host.debug_page);
+        assert!(!registry_args(&["--debug-page=false"]).host.debug_page);
     }
 }

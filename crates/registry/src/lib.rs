@@ -14,7 +14,9 @@
 //!
 //! - [`Faults`]: background parts of the node that died, so `/readyz` answers 503;
 //! - [`Mirror`]: on a local miss, content from the peers that hold it (resolved through
-//!   `spegel-routing`), verified against its digest on the way through.
+//!   `spegel-routing`), verified against its digest on the way through; it keeps the last
+//!   requests it mirrored ([`MirrorLog`]) and measures how fast peers serve an image
+//!   ([`Mirror::measure`], fetched and thrown away) for the debug page.
 //!
 //! This crate never writes to the store and never reads a path it did not build from a
 //! validated digest.
@@ -32,8 +34,9 @@ pub use access::{Access, Caller, Cidr, ClientAddr, own_addresses};
 pub use faults::Faults;
 pub use handler::Registry;
 pub use mirror::{
-    BoxFuture, Decision, FLIGHT_HEADER, Flights, HOLD_HEADER, IDLE, MIRRORED_HEADER, Mirror,
-    MirrorConfig, Resolver, SOURCE_HEADER,
+    BlobKind, BoxFuture, Decision, FLIGHT_HEADER, Flights, HOLD_HEADER, IDLE, MIRROR_LOG_ENTRIES,
+    MIRRORED_HEADER, MeasureLimits, MeasureTarget, Measured, Measurement, Mirror, MirrorConfig,
+    MirrorLog, MirroredRequest, Outcome, Resolver, SOURCE_HEADER,
 };
 pub use mirror::{LocalZone, PeerZones, ZONE_HEADER, Zone};
 pub use response::Body;

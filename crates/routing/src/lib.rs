@@ -4,7 +4,8 @@
 //! [`transport`]; protocol `/spegel/kad/1.0.0`, server mode, tuned by [`DhtTuning`]) plus
 //! identify. One task owns the `Swarm` ([`swarm`]) and is driven by commands from cheap
 //! [`Router`] handles: advertise and withdraw [`Key`]s, resolve a key to [`Provider`]s (peers'
-//! registry addresses, never our own), and report how many peers we know.
+//! registry addresses, never our own), and report how many peers we know and who they are
+//! ([`PeerSummary`]).
 //!
 //! Bootstrap peers come from a [`Bootstrap`] source (static list, DNS, or any other the caller
 //! implements, such as the HTTP/mTLS bootstrapper); the router dials them, retries with capped
@@ -18,6 +19,7 @@ mod bootstrap;
 mod error;
 mod identity;
 mod key;
+mod peers;
 mod router;
 mod stats;
 mod store;
@@ -33,6 +35,7 @@ pub use identity::load_or_create_identity;
 pub use key::Key;
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId};
+pub use peers::PeerSummary;
 pub use router::{Provider, Router, RouterConfig};
 pub use stats::RouterStats;
 pub use transport::psk_fingerprint;

@@ -184,6 +184,13 @@ impl Router {
         rx.await.map_err(|_| Error::Stopped)
     }
 
+    /// Every peer connected now or heard from before (at most a few thousand), sorted by ID.
+    pub async fn peers(&self) -> Result<Vec<crate::PeerSummary>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Peers(tx)).await?;
+        rx.await.map_err(|_| Error::Stopped)
+    }
+
     /// How many provider records of other peers for `key` this node's store holds: a lookup
     /// of `key` from this node is answered from that store when it is not zero.
     pub async fn stored_providers(&self, key: &Key) -> Result<usize> {

@@ -24,6 +24,7 @@ use crate::store::{ProviderStore, StoreLimits};
 use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
 
 mod lookup;
+mod summary;
 
 use lookup::Lookup;
 
@@ -55,6 +56,7 @@ pub(crate) enum Command {
     Advertised(oneshot::Sender<Vec<Key>>),
     Stats(oneshot::Sender<RouterStats>),
     StoredProviders(Key, oneshot::Sender<usize>),
+    Peers(oneshot::Sender<Vec<crate::PeerSummary>>),
 }
 
 #[derive(NetworkBehaviour)]
@@ -94,6 +96,8 @@ struct Task {
     stop_at_first_provider_answer: bool,
     /// Addresses we dialled and still hold a connection to.
     dialled: HashSet<Multiaddr>,
+    /// When each peer was last heard from (for [`Command::Peers`]).
+    last_seen: crate::peers::LastSeen,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -191,6 +195,7 @@ pub(crate) async fn spawn(
         lookup_started_local: HashMap::new(),
         stop_at_first_provider_answer: config.dht.stop_at_first_provider_answer,
         dialled: HashSet::new(),
+        last_seen: crate::peers::LastSeen::default(),
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -255,6 +260,9 @@ impl Task {
             Command::StoredProviders(key, reply) => {
                 let _ = reply.send(self.stored_providers(&key));
             }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peer_summaries());
+            }
         }
     }
 
@@ -315,6 +323,9 @@ impl Task {
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(peer) = summary::heard_from(&event) {
+            self.last_seen.saw(peer);
+        }
         match event {
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..

@@ -1,4 +1,4 @@
-//! Flags for the host integration: metrics export, the containerd preflight check, and the
+//! Flags for the host integration: metrics export, the debug page, the containerd preflight check, and the
 //! `configuration` / `cleanup` subcommands that edit containerd's registry hosts directory.
 
 use std::net::SocketAddr;
@@ -18,6 +18,11 @@ pub struct HostArgs {
     /// Address of the Prometheus `/metrics` endpoint; `:PORT` means every IPv4 address.
     #[arg(long, env = "SPEGEL_METRICS_ADDR", default_value = ":9090", value_parser = parse_addr)]
     pub metrics_addr: SocketAddr,
+    /// Serve the operator's debug page at /debug/ on --metrics-addr (this node, its peers,
+    /// what it advertises and mirrored, and a measure tool); `--debug-page=false` turns it
+    /// off.
+    #[arg(long, env = "SPEGEL_DEBUG_PAGE", default_value_t = true, action = ArgAction::Set)]
+    pub debug_page: bool,
     /// File node-exporter's textfile collector reads the metrics from; empty: none is written.
     #[arg(
         long,

@@ -39,12 +39,16 @@ use tracing::{debug, info, warn};
 use crate::response::{self, Body};
 
 pub mod flight;
+mod log;
+mod measure;
 mod peers;
 mod resolver;
 mod transfer;
 pub mod zones;
 
 pub use flight::{Decision, Flights};
+pub use log::{MIRROR_LOG_ENTRIES, MirrorLog, MirroredRequest, Outcome};
+pub use measure::{BlobKind, MeasureLimits, MeasureTarget, Measured, Measurement};
 use peers::Peers;
 pub use resolver::{BoxFuture, Resolver};
 use transfer::Transfer;
@@ -211,6 +215,8 @@ pub struct Mirror {
     untrusted: Arc<Mutex<HashMap<Digest, HashSet<PeerId>>>>,
     /// This node's single-flight decisions.
     flights: Arc<Flights>,
+    /// The last requests mirrored, for the debug page.
+    log: Arc<MirrorLog>,
     /// Bytes of manifests being read from peers at once (in KiB): one budget for all.
     manifest_budget: Arc<tokio::sync::Semaphore>,
     /// This node's zone and the zones peers named.
@@ -237,6 +243,7 @@ impl Mirror {
             untrusted: Arc::default(),
             flights: Arc::default(),
             manifest_budget: Arc::new(tokio::sync::Semaphore::new(MANIFEST_BUDGET_KIB)),
+            log: Arc::default(),
         }
     }
 
@@ -263,6 +270,31 @@ impl Mirror {
                     .served(spegel_metrics::Source::local, chunk.len() as u64);
             }
         }))
+    }
+
+    /// The last requests mirrored (newest first in [`MirrorLog::recent`]).
+    pub fn log(&self) -> &MirrorLog {
+        &self.log
+    }
+
+    /// Records a mirrored request that ended now, `started` ago.
+    fn record(
+        &self,
+        fetch: &Fetch,
+        started: std::time::Instant,
+        peer: Option<Provider>,
+        bytes: u64,
+        outcome: Outcome,
+    ) {
+        self.log.record(MirroredRequest {
+            at: std::time::SystemTime::now(),
+            registry: fetch.registry.clone(),
+            path: log::path_of(&fetch.path_and_query),
+            peer,
+            bytes,
+            duration: started.elapsed(),
+            outcome,
+        });
     }
 
     /// How the mirror is configured.
@@ -312,16 +344,27 @@ impl Mirror {
     /// `None` when no peer could answer.
     pub(crate) async fn small(&self, fetch: Fetch) -> Option<Response<Body>> {
         let deadline = self.config.manifest_deadline;
-        let registry = fetch.registry.clone();
-        let response = tokio::time::timeout(deadline, self.small_within(fetch))
+        let started = std::time::Instant::now();
+        let answered = tokio::time::timeout(deadline, self.small_within(fetch.clone()))
             .await
             .ok()
             .flatten();
-        self.metrics.mirror_request(&registry, response.is_some());
-        response
+        self.metrics
+            .mirror_request(&fetch.registry, answered.is_some());
+        match answered {
+            Some((peer, response)) => {
+                let bytes = content_length(response.headers()).unwrap_or(0);
+                self.record(&fetch, started, Some(peer), bytes, Outcome::Served);
+                Some(response)
+            }
+            None => {
+                self.record(&fetch, started, None, 0, Outcome::NoPeer);
+                None
+            }
+        }
     }
 
-    async fn small_within(&self, fetch: Fetch) -> Option<Response<Body>> {
+    async fn small_within(&self, fetch: Fetch) -> Option<(Provider, Response<Body>)> {
         // A manifest's HEAD is answered only from a body fetched and verified here: a peer's
         // headers alone could name any digest (a HEAD by tag is how containerd resolves).
         let manifest = fetch.path_and_query.contains("/manifests/");
@@ -334,7 +377,7 @@ impl Mirror {
         while let Some((peer, response)) = peers.first_answer(self, &ask).await {
             let (parts, body) = response.into_parts();
             if get.head {
-                return Some(Response::from_parts(parts, response::empty()));
+                return Some((peer, Response::from_parts(parts, response::empty())));
             }
             let budget = (MAX_MANIFEST_BYTES / 1024) as u32;
             let Ok(_reserved) = self.manifest_budget.acquire_many(budget).await else {
@@ -374,7 +417,7 @@ impl Mirror {
             if let Ok(value) = HeaderValue::from_str(&expected.to_string()) {
                 headers.insert("docker-content-digest", value);
             }
-            return Some(response);
+            return Some((peer, response));
         }
         None
     }
@@ -384,6 +427,7 @@ impl Mirror {
     /// caller answers 404 and containerd goes upstream.
     pub(crate) async fn blob(&self, fetch: Fetch, range: Option<&str>) -> Option<Response<Body>> {
         let digest = fetch.digest.clone()?;
+        let started = std::time::Instant::now();
         // containerd retrying a stream we had to cut (with `Range`, or without when nothing
         // had arrived): it continues from the upstream.
         if self.flights.decision(&digest) == Some(Decision::Cut) {
@@ -421,6 +465,7 @@ impl Mirror {
             Some(response) => Some(response),
             None => {
                 self.metrics.mirror_request(&fetch.registry, false);
+                self.record(&fetch, started, None, 0, Outcome::NoPeer);
                 None
             }
         }
@@ -531,7 +576,10 @@ impl Mirror {
             return order;
         };
         let near = |p: &PeerId| self.zones.relation(p) == Relation::Same;
-        if let Some(first) = order.get(..me).and_then(|above| above.iter().position(near)) {
+        if let Some(first) = order
+            .get(..me)
+            .and_then(|above| above.iter().position(near))
+        {
             let peer = order.remove(first);
             order.insert(0, peer);
         }
@@ -679,6 +727,7 @@ impl Mirror {
             length,
             // Only a whole blob can be checked against its digest.
             verify: range.is_none(),
+            started: std::time::Instant::now(),
         };
         let headers = parts.headers.clone();
         tokio::spawn(transfer.run(peer, headers, body, tx));

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::flight::{self, Decision};
-use super::{Ask, Fetch, IN_FLIGHT, Mirror, Peers, SOURCE_HEADER};
+use super::{Ask, Fetch, IN_FLIGHT, Mirror, Outcome, Peers, SOURCE_HEADER};
 
 /// A peer stream must deliver at least [`MIN_RATE_BYTES`] in every window of this length.
 const MIN_RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
@@ -38,6 +38,8 @@ pub(super) struct Transfer {
     /// Bytes the response promised.
     pub(super) length: u64,
     pub(super) verify: bool,
+    /// When the first peer's answer arrived (for the mirror's log).
+    pub(super) started: std::time::Instant,
 }
 
 impl Transfer {
@@ -69,7 +71,16 @@ impl Transfer {
             let zone = self.mirror.zones.relation(&peer.peer).label();
             self.mirror.metrics.transfer.from_peer(zone, sent - before);
             match copied {
-                Copy::ClientGone => return,
+                Copy::ClientGone => {
+                    self.mirror.record(
+                        &self.fetch,
+                        self.started,
+                        Some(peer),
+                        sent,
+                        Outcome::ClientGone,
+                    );
+                    return;
+                }
                 Copy::TooLong => break,
                 Copy::Ended if sent == self.length => break,
                 Copy::Ended | Copy::Broken => {}
@@ -90,6 +101,9 @@ impl Transfer {
                 }
                 None => {
                     self.cut(sent).await;
+                    let outcome = Outcome::Cut;
+                    self.mirror
+                        .record(&self.fetch, self.started, Some(peer), sent, outcome);
                     let _ = tx
                         .send(Err(io::Error::other("no peer could finish the blob")))
                         .await;
@@ -99,6 +113,12 @@ impl Transfer {
         }
         let complete = sent == self.length;
         let verified = verifier.is_none_or(|v| v.finish());
+        let outcome = match (complete, verified) {
+            (true, true) => Outcome::Served,
+            _ => Outcome::Mismatch,
+        };
+        self.mirror
+            .record(&self.fetch, self.started, Some(peer), sent, outcome);
         match (complete, verified, held) {
             (true, true, last) => {
                 if let Some(last) = last {
