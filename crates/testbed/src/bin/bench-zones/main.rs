@@ -10,7 +10,8 @@
 //! no zones told (peers ranked by load alone, as Spegel does). Each run starts fresh
 //! clusters; the modes take turns within a run.
 //!
-//! Prints, and writes to `<out>/zones.md` and `zones.json`: per mode the bytes that crossed
+//! Prints, and writes to `<out>/zones.md` and `zones.json` (`zones-create.*` for
+//! `--phase create`): per mode the bytes that crossed
 //! zones (÷ the image), the upstream's blob bytes (÷ the image), and the rollout time (sum
 //! of the pulls), each the median of the runs with min–max, and the ratio aware ÷ blind.
 
@@ -113,11 +114,13 @@ async fn main() -> Result<()> {
     println!("{report}");
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out)?;
-        std::fs::write(out.join("zones.md"), &report)?;
-        std::fs::write(
-            out.join("zones.json"),
-            serde_json::to_string_pretty(&figures)?,
-        )?;
+        let stem = match args.phase {
+            Phase::Rolling => "zones",
+            Phase::Create => "zones-create",
+        };
+        std::fs::write(out.join(format!("{stem}.md")), &report)?;
+        let json = serde_json::to_string_pretty(&figures)?;
+        std::fs::write(out.join(format!("{stem}.json")), json)?;
     }
     Ok(())
 }
