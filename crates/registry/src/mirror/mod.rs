@@ -488,11 +488,34 @@ impl Mirror {
             self.lookup_settled(&claim_key, ALONE_CHECK),
             self.lookup_settled(&coming_key, ALONE_CHECK),
         );
-        if claims == Some(0) && coming == Some(0) {
-            debug!(%digest, "nobody else wants the blob; fetching it at once");
-            self.flights.decide(&digest, Decision::Owner);
-            self.metrics.transfer.flight(FlightOutcome::owner);
-            return None;
+        if let (Some(claims), Some(coming)) = (&claims, &coming) {
+            if claims.is_empty() && coming.is_empty() {
+                debug!(%digest, "nobody else wants the blob; fetching it at once");
+                self.flights.decide(&digest, Decision::Owner);
+                self.metrics.transfer.flight(FlightOutcome::owner);
+                return None;
+            }
+            // First in line: of every node known to want the blob (claims and `coming`),
+            // none ranks above this one, so the window would elect it anyway. A node that
+            // decided earlier is still followed (it fetches already); else fetch at once.
+            // A node ranked higher that wants it too but is not known yet finds this one
+            // decided when it probes, and follows.
+            let interested = claims.iter().chain(coming).map(|p| p.peer);
+            let local = self.resolver.local_peer_id();
+            if flight::ranked(&digest, interested, local).first() == Some(&local) {
+                let probe = self.probe(fetch, claims).await;
+                if !probe.ready.is_empty() {
+                    let ask = Ask::new(fetch, None);
+                    let mut peers = Peers::fixed(self, probe.ready, &ask);
+                    if let Some((peer, response)) = peers.first_answer(self, &ask).await {
+                        return self.follow(fetch, peer, response);
+                    }
+                }
+                info!(%digest, "first in line: this node fetches the blob for the cluster without the claim window");
+                self.flights.decide(&digest, Decision::Owner);
+                self.metrics.transfer.flight(FlightOutcome::owner);
+                return None;
+            }
         }
         // The claims of nodes that missed the blob before us are in the DHT already; those
         // of nodes that miss it during the window arrive while we wait: look twice, and keep
@@ -600,15 +623,19 @@ impl Mirror {
         self.stream(fetch, None, peer, response)
     }
 
-    /// How many providers of `key` a lookup found (at most one is waited for), if it ended
-    /// within `timeout`; `None` when it was still running.
-    async fn lookup_settled(&self, key: &Key, timeout: Duration) -> Option<usize> {
+    /// Every provider of `key` a lookup found, if it ended within `timeout`; `None` when it
+    /// was still running, or found [`MAX_CLAIMANTS`] (then there may be more).
+    async fn lookup_settled(&self, key: &Key, timeout: Duration) -> Option<Vec<Provider>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut providers = self.resolver.resolve(key, 1).await?;
-        match tokio::time::timeout_at(deadline, providers.recv()).await {
-            Ok(Some(_)) => Some(1),
-            Ok(None) => Some(0),
-            Err(_) => None,
+        let mut providers = self.resolver.resolve(key, MAX_CLAIMANTS).await?;
+        let mut found = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, providers.recv()).await {
+                Ok(Some(_)) if found.len() + 1 >= MAX_CLAIMANTS => return None,
+                Ok(Some(provider)) => found.push(provider),
+                Ok(None) => return Some(found),
+                Err(_) => return None,
+            }
         }
     }
 
