@@ -363,6 +363,44 @@ async fn the_node_first_in_line_follows_one_that_already_decided() {
     );
 }
 
+/// Two nodes miss the blob at the same moment and neither sees the other's claim at first:
+/// each is first among what it saw. The lower one listens once more before taking the place,
+/// sees the higher one's claim (it already fetches), and follows it instead of fetching the
+/// blob a second time.
+#[tokio::test(start_paused = true)]
+async fn a_claim_made_at_the_same_moment_stops_a_second_node_taking_first_place() {
+    let (bytes, digest) = blob(BLOB_LEN, 19);
+    let ids = ranked(&digest, 3);
+    let fetching = {
+        let bytes = bytes.clone();
+        move |_: &Seen| Reply::blob(&bytes).header(SOURCE_HEADER, "in-flight")
+    };
+    let higher = Peer::start_as(ids[0], fetching).await;
+    let lower = Peer::start_as(ids[2], |_: &Seen| Reply::status(StatusCode::NOT_FOUND)).await;
+    let script = Script::new(ids[1]);
+    script.provide(Key::Coming(digest.clone()), vec![lower.provider()]);
+    let late = (script.clone(), digest.clone(), higher.provider());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        late.0.provide(Key::InFlight(late.1), vec![late.2]);
+    });
+    let node = Node::start(script, MirrorConfig::default()).await;
+
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "it follows, it does not fetch"
+    );
+    let received = receive(response).await;
+    assert_eq!(received.bytes, bytes);
+    assert_eq!(higher.gets().len(), 1);
+    assert_eq!(
+        node.metric("spegel_single_flight_total{outcome=\"owner\"}"),
+        None
+    );
+}
+
 /// Nobody claims the blob and no manifest elsewhere names it (`coming`): a node pulling
 /// alone fetches it at once instead of waiting out the claim window.
 #[tokio::test(start_paused = true)]

@@ -82,6 +82,28 @@ impl Machine {
     }
 }
 
+impl Machine {
+    /// The markdown table a report names the machine with.
+    pub fn table(&self) -> String {
+        format!(
+            "| machine | |\n|---|---|\n| commit | `{}` |\n| date | {} |\n| CPUs (nproc) | {} |\n\
+             | CPU (model name) | {} |\n| kernel | {} |\n| memory | {} |\n\
+             | load average (1, 5, 15 min) before | {} |\n| load average after | {} |\n\
+             | containerd | {} |\n| docker-registry | {} |\n",
+            self.commit,
+            self.date,
+            self.cpus,
+            self.cpu_model,
+            self.kernel,
+            self.memory,
+            self.load_before,
+            self.load_after,
+            self.containerd,
+            self.registry
+        )
+    }
+}
+
 /// The 1, 5 and 15 minute load averages, e.g. `0.52 0.80 1.10`.
 fn load_average() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

@@ -81,23 +81,7 @@ pub fn markdown(args: &Args, machine: &Machine, workloads: &[Workload], cells: &
         runs = runs(args.runs),
         command = machine.command,
     );
-    let _ = writeln!(
-        page,
-        "| machine | |\n|---|---|\n| commit | `{}` |\n| date | {} |\n| CPUs (nproc) | {} |\n\
-         | CPU (model name) | {} |\n| kernel | {} |\n| memory | {} |\n\
-         | load average (1, 5, 15 min) before | {} |\n| load average after | {} |\n\
-         | containerd | {} |\n| docker-registry | {} |\n",
-        machine.commit,
-        machine.date,
-        machine.cpus,
-        machine.cpu_model,
-        machine.kernel,
-        machine.memory,
-        machine.load_before,
-        machine.load_after,
-        machine.containerd,
-        machine.registry
-    );
+    let _ = writeln!(page, "{}", machine.table());
     set_up(&mut page, args);
     goals(&mut page, workloads, cells);
     for &nodes in &args.nodes {

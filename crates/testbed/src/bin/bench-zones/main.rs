@@ -274,18 +274,8 @@ fn report(
         args.runs,
         machine.command
     );
-    md += &format!(
-        "| machine | |\n|---|---|\n| CPUs | {} ({}) |\n| kernel | {} |\n| memory | {} |\n\
-         | load average before / after | {} / {} |\n| containerd | {} |\n| docker-registry | {} |\n\n",
-        machine.cpus,
-        machine.cpu_model,
-        machine.kernel,
-        machine.memory,
-        machine.load_before,
-        machine.load_after,
-        machine.containerd,
-        machine.registry
-    );
+    md += &machine.table();
+    md += "\n";
     md += &format!(
         "Set-up: {nodes} nodes, node i in zone i mod {}; an image of {} MB in {} uncompressed layers; \
          each node's traffic to the nodes of other zones shaped to {} Mbit/s and counted by `tc` \
