@@ -218,3 +218,43 @@ impl Plan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bootstrap(learn_zone: Option<LocalZone>) -> HttpBootstrap {
+        let config = HttpBootstrapConfig::new(
+            "https://bootstrapper.example:8443/v1/bootstrap-peers",
+            std::path::Path::new("/nonexistent"),
+            5001,
+        )
+        .unwrap();
+        HttpBootstrap {
+            config,
+            learn_zone,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_bootstrappers_zone_is_taken_checked_and_asked_for_until_it_arrives() {
+        let zone = LocalZone::default();
+        let source = bootstrap(Some(zone.clone()));
+        assert_eq!(source.ask_again_within(), Some(ZONE_POLL));
+        source.learn(None);
+        source.learn(Some("not a zone!"));
+        assert_eq!(zone.get(), None, "nothing, or nothing usable, was told");
+        source.learn(Some("eu-1b"));
+        assert_eq!(zone.get().map(|z| z.to_string()), Some("eu-1b".to_owned()));
+        assert_eq!(source.ask_again_within(), None, "known: the usual refresh");
+    }
+
+    #[test]
+    fn a_zone_given_with_the_flag_is_not_replaced_and_not_polled_for() {
+        // `--zone` given: `Plan::new` hands the bootstrap no zone to learn.
+        let source = bootstrap(None);
+        source.learn(Some("eu-1b"));
+        assert_eq!(source.ask_again_within(), None);
+    }
+}
