@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use spegel_testbed::{Cluster, ClusterOptions, ImageSpec, MirrorMode, TestImage};
@@ -40,23 +40,14 @@ async fn until_held_by(
     image: &TestImage,
     providers: usize,
 ) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for blob in image.all_blobs() {
-        loop {
-            let found = cluster.nodes[node]
-                .get_json(&format!("/_spegel/providers/{}", blob.digest))
-                .await?;
-            if found.as_array().is_some_and(|p| p.len() >= providers) {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "{} never had {providers} providers",
-                blob.digest
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let digests: Vec<String> = image.all_blobs().into_iter().map(|b| b.digest).collect();
+    let held = cluster.nodes[node]
+        .until_providers(&digests, providers, Duration::from_secs(30))
+        .await?;
+    ensure!(
+        held,
+        "node {node} never saw {providers} providers of every blob"
+    );
     Ok(())
 }
 
@@ -123,14 +114,11 @@ async fn a_node_fetches_from_its_own_zone_and_crosses_only_when_its_zone_has_not
         "{crossed} bytes crossed zones for a pull zone b could serve (requests and DHT traffic only expected)"
     );
     // Nothing came from the upstream after node 0's pull.
-    let upstream: u64 = cluster
+    let owner = cluster.nodes[0].host.ip.to_string();
+    let upstream = cluster
         .upstream
-        .requests()
-        .await?
-        .iter()
-        .filter(|r| r.is_blob_get() && r.client != cluster.nodes[0].host.ip.to_string())
-        .map(|r| r.bytes)
-        .sum();
+        .blob_bytes(|client| client != owner)
+        .await?;
     assert_eq!(upstream, 0);
     Ok(())
 }

@@ -58,6 +58,31 @@ impl ClusterNode {
         crate::http::request_in(Some(&self.host), crate::http::Method::GET, &url, &[]).await
     }
 
+    /// Waits until this node resolves each of `digests` to at least `count` providers (its
+    /// `/_spegel/providers` view of the DHT); false when `timeout` passed first.
+    pub async fn until_providers(
+        &self,
+        digests: &[String],
+        count: usize,
+        timeout: std::time::Duration,
+    ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for digest in digests {
+            let path = format!("/_spegel/providers/{digest}?limit={count}");
+            loop {
+                let found = self.get_json(&path).await?;
+                if found.as_array().is_some_and(|p| p.len() >= count) {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(true)
+    }
+
     /// `GET <path>` parsed as JSON.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         let response = self.get(path).await?;

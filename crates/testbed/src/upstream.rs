@@ -185,6 +185,17 @@ impl Upstream {
         Ok(access_log::parse(&text))
     }
 
+    /// Bytes of every blob GET so far whose client address (`10.231.0.3`) `from` accepts.
+    pub async fn blob_bytes(&self, from: impl Fn(&str) -> bool) -> Result<u64> {
+        Ok(self
+            .requests()
+            .await?
+            .iter()
+            .filter(|r| r.is_blob_get() && from(&r.client))
+            .map(|r| r.bytes)
+            .sum())
+    }
+
     /// The paths of every `GET /v2/…/blobs/<digest>` request so far.
     pub async fn blob_requests(&self) -> Result<Vec<String>> {
         Ok(self

@@ -77,14 +77,7 @@ async fn main() -> Result<()> {
     cluster.nodes[AT_ONCE].containerd.cri_pull(&name).await?;
     report(&cluster, AT_ONCE, start.elapsed()).await?;
 
-    let upstream_total: u64 = cluster
-        .upstream
-        .requests()
-        .await?
-        .iter()
-        .filter(|r| r.is_blob_get())
-        .map(|r| r.bytes)
-        .sum();
+    let upstream_total = cluster.upstream.blob_bytes(|_| true).await?;
     println!(
         "\nThe upstream registry served {} for {} pulls of a {} image ({:.2}x the image).",
         mb(upstream_total),
@@ -100,14 +93,7 @@ async fn main() -> Result<()> {
 async fn report(cluster: &Cluster, i: usize, took: Duration) -> Result<()> {
     let node = &cluster.nodes[i];
     let ip = node.host.ip.to_string();
-    let from_upstream: u64 = cluster
-        .upstream
-        .requests()
-        .await?
-        .iter()
-        .filter(|r| r.client == ip && r.is_blob_get())
-        .map(|r| r.bytes)
-        .sum();
+    let from_upstream = cluster.upstream.blob_bytes(|client| client == ip).await?;
     let complete = served_bytes(node, "peer").await?;
     let in_flight = served_bytes(node, "peer_in_flight").await?;
     println!(

@@ -193,14 +193,7 @@ async fn roll_out(args: &Args, aware: bool, run: usize) -> Result<Rollout> {
         );
     }
     let crossed = cluster.cross_zone_bytes().await? - crossed_before;
-    let upstream = cluster
-        .upstream
-        .requests()
-        .await?
-        .iter()
-        .filter(|r| r.is_blob_get())
-        .map(|r| r.bytes)
-        .sum();
+    let upstream = cluster.upstream.blob_bytes(|_| true).await?;
     Ok(Rollout {
         crossed,
         upstream,
@@ -218,23 +211,12 @@ async fn wait_for_holders(
     if holders == 0 {
         return Ok(());
     }
-    let started = Instant::now();
-    for blob in image.all_blobs() {
-        let path = format!("/_spegel/providers/{}?limit={holders}", blob.digest);
-        loop {
-            let found = cluster.nodes[node].get_json(&path).await?;
-            if found.as_array().is_some_and(|p| p.len() >= holders) {
-                break;
-            }
-            if started.elapsed() > ADVERTISE_TIMEOUT {
-                eprintln!(
-                    "  warning: node {node} sees fewer than {holders} holders of {}",
-                    blob.digest
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let digests: Vec<String> = image.all_blobs().into_iter().map(|b| b.digest).collect();
+    let held = cluster.nodes[node]
+        .until_providers(&digests, holders, ADVERTISE_TIMEOUT)
+        .await?;
+    if !held {
+        eprintln!("  warning: node {node} sees fewer than {holders} holders of the image's blobs");
     }
     Ok(())
 }
