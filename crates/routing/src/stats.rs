@@ -16,6 +16,10 @@ pub struct RouterStats {
     pub connections_peak: usize,
     /// Distinct peers connected now.
     pub connected_peers: usize,
+    /// Connections (inbound and outbound) refused because a connection limit was reached.
+    pub connections_denied: u64,
+    /// Quiet connections this node closed to stay under its connection limits.
+    pub connections_closed_for_room: u64,
     /// Provider lookups that ended, split by whether this node's own store held a provider
     /// record for the key when the lookup started (`local`) or not (`remote`), and the
     /// requests they sent to peers.

@@ -11,7 +11,7 @@ use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::kad::{self, GetProvidersOk, Mode, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{DialError, ListenError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -24,9 +24,11 @@ use crate::store::{ProviderStore, StoreLimits};
 use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
 
 mod lookup;
+mod room;
 mod summary;
 
 use lookup::Lookup;
+use room::{MakeRoom, RoomLimits};
 
 /// The Kademlia protocol name, as Spegel uses it.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/spegel/kad/1.0.0");
@@ -35,10 +37,9 @@ const IDENTIFY_PROTOCOL: &str = "/spegel/id/1.0.0";
 const REGISTRY_PORT_TAG: &str = "registry-port=";
 /// Keys whose announcement failed, announced again per second.
 const RETRY_PER_TICK: usize = 64;
-/// libp2p connections: established in total and inbound (outbound always keeps room for
-/// our own lookups), per peer, and handshakes in progress.
-const MAX_CONNECTIONS: u32 = 512;
-const MAX_INBOUND_CONNECTIONS: u32 = 384;
+/// libp2p connections per peer and handshakes in progress (the totals are in
+/// [`crate::DhtTuning`]). These refuse; [`MakeRoom`] closes quiet connections before a
+/// node reaches the totals.
 const MAX_CONNECTIONS_PER_PEER: u32 = 2;
 const MAX_PENDING_INBOUND: u32 = 64;
 const MAX_PENDING_OUTBOUND: u32 = 128;
@@ -62,7 +63,7 @@ pub(crate) enum Command {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
-    kad: kad::Behaviour<ProviderStore>,
+    kad: MakeRoom<kad::Behaviour<ProviderStore>>,
     identify: identify::Behaviour,
 }
 
@@ -129,8 +130,8 @@ pub(crate) async fn spawn(
     };
     let store = ProviderStore::new(local, StoreLimits::default(), addresses);
     let limits = ConnectionLimits::default()
-        .with_max_established(Some(MAX_CONNECTIONS))
-        .with_max_established_incoming(Some(MAX_INBOUND_CONNECTIONS))
+        .with_max_established(Some(saturating_u32(config.dht.max_connections)))
+        .with_max_established_incoming(Some(saturating_u32(config.dht.max_inbound_connections)))
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
         .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
         .with_max_pending_outgoing(Some(MAX_PENDING_OUTBOUND));
@@ -150,7 +151,14 @@ pub(crate) async fn spawn(
             );
             Behaviour {
                 limits: connection_limits::Behaviour::new(limits),
-                kad,
+                kad: MakeRoom::new(
+                    kad,
+                    RoomLimits::below(
+                        config.dht.max_connections,
+                        config.dht.max_inbound_connections,
+                        config.dht.quiet_before_closing,
+                    ),
+                ),
                 identify,
             }
         })
@@ -225,7 +233,7 @@ impl Task {
     }
 
     fn kad(&mut self) -> &mut kad::Behaviour<ProviderStore> {
-        &mut self.swarm.behaviour_mut().kad
+        self.swarm.behaviour_mut().kad.inner_mut()
     }
 
     fn on_command(&mut self, command: Command) {
@@ -255,6 +263,7 @@ impl Task {
             Command::Stats(reply) => {
                 let refused = self.kad().store_mut().refused().provider_records();
                 self.stats.records_refused = refused;
+                self.stats.connections_closed_for_room = self.swarm.behaviour().kad.closed();
                 let _ = reply.send(self.stats.clone());
             }
             Command::StoredProviders(key, reply) => {
@@ -355,8 +364,15 @@ impl Task {
                 ..
             })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { .. },
+                ..
+            } => self.stats.connections_denied += 1,
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, error = %error, "connection failed");
+                if matches!(error, DialError::Denied { .. }) {
+                    self.stats.connections_denied += 1;
+                }
                 if let Some(peer) = peer_id {
                     self.forget_waiting(peer);
                 }
@@ -451,6 +467,10 @@ fn announce_address(swarm: &mut Swarm<Behaviour>, policy: AddressPolicy, address
     if policy.allows(&address) {
         swarm.add_external_address(address);
     }
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// `addr` without a trailing `/p2p/<peer id>`.

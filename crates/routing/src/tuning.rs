@@ -22,6 +22,13 @@ pub struct DhtTuning {
     /// walking on to the closest peers: every holder of the record answers with all the
     /// providers it knows, so walking on mostly finds the same providers again.
     pub stop_at_first_provider_answer: bool,
+    /// Connections a node holds at most, in total and inbound (the rest of the total stays
+    /// for our own lookups). Past these, new connections are refused; from 7/8 of them on,
+    /// the connections quiet for `quiet_before_closing` are closed to make room.
+    pub max_connections: usize,
+    pub max_inbound_connections: usize,
+    /// A connection used this recently is never closed to make room.
+    pub quiet_before_closing: Duration,
 }
 
 impl Default for DhtTuning {
@@ -32,6 +39,9 @@ impl Default for DhtTuning {
             query_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(30),
             stop_at_first_provider_answer: true,
+            max_connections: 512,
+            max_inbound_connections: 384,
+            quiet_before_closing: Duration::from_secs(10),
         }
     }
 }

@@ -82,6 +82,8 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "connections_per_node_max": m.stats.iter().map(|s| s.connections_peak).max(),
         "connections_per_node_peak_median": median(m.stats.iter().map(|s| s.connections_peak)),
         "connections_per_node_mean_end": ratio(sum(&|s| s.connections as u64), n as u64),
+        "connections_denied": sum(&|s| s.connections_denied),
+        "connections_closed_for_room": sum(&|s| s.connections_closed_for_room),
         "rss_mb_per_node": m.rss_bytes as f64 / 1e6 / n as f64,
         "transport": if m.memory { "memory" } else { "tcp" },
         "announce_bytes_per_key": bytes(ratio(m.announce_bytes, announcements)),

@@ -98,7 +98,11 @@ pub struct Args {
     #[arg(long, env = "BENCH_DHT_STOP_AT_FIRST_ANSWER")]
     stop_at_first_answer: Option<bool>,
     /// Re-announcement interval used for the traffic per hour (default: the router's).
-    #[arg(long, env = "BENCH_DHT_REPUBLISH_INTERVAL", value_parser = parse_duration)]
+    #[arg(
+        long = "republish-interval",
+        env = "BENCH_DHT_REPUBLISH_INTERVAL",
+        value_parser = parse_duration
+    )]
     republish_interval_flag: Option<Duration>,
     /// Run without a cluster secret (no pnet), as `spegel-node --insecure-open-dht`. By
     /// default every router gets the same random secret, as with `--cluster-secret-file`.
