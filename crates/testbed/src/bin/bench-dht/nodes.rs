@@ -20,6 +20,8 @@ use crate::inventory::Inventory;
 const REGISTRY_PORT: u16 = 5000;
 /// How often the nodes' counters are polled while waiting.
 const POLL: Duration = Duration::from_millis(100);
+/// How often the announce phase says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// Seeds start before anyone knows their addresses: they ask this source, which answers
 /// the seed list once it is set (and nothing before). Memory-transport nodes use it too
@@ -147,6 +149,10 @@ impl Nodes {
         let started = Instant::now();
         let before: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
         let mut issued = 0_u64;
+        let total: u64 = (0..self.routers.len())
+            .map(|i| inventory.keys_of(i).len() as u64)
+            .sum();
+        let mut next_progress = started + PROGRESS_EVERY;
         for (i, router) in self.routers.iter().enumerate() {
             let keys = inventory.keys_of(i);
             issued += keys.len() as u64;
@@ -155,6 +161,14 @@ impl Nodes {
                 let ended: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
                 // Nodes whose first bootstrap completes late announce their keys again.
                 let in_flight = issued.saturating_sub(ended.saturating_sub(before));
+                if Instant::now() >= next_progress {
+                    next_progress += PROGRESS_EVERY;
+                    eprintln!(
+                        "announcing: {} of {total} ended after {:.0?}",
+                        ended.saturating_sub(before),
+                        started.elapsed()
+                    );
+                }
                 if in_flight <= args.announce_window as u64 {
                     break;
                 }
