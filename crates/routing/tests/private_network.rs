@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use spegel_routing::{Keypair, Router, RouterConfig, StaticBootstrap};
+use spegel_routing::Router;
 use tokio_util::sync::CancellationToken;
 
 async fn router(
@@ -14,26 +15,10 @@ async fn router(
     bootstrap: &[String],
     shutdown: &CancellationToken,
 ) -> Router {
-    let bootstrap = Arc::new(StaticBootstrap::new(bootstrap, 0).unwrap());
-    let mut config = RouterConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Keypair::generate_ed25519(),
-        5000,
-        bootstrap,
-    );
-    config.pre_shared_key = psk;
-    config.bootstrap_max_backoff = Duration::from_millis(500);
-    Router::start(config, shutdown.child_token())
-        .await
-        .unwrap()
-        .0
+    common::router(bootstrap, shutdown, |c| c.pre_shared_key = psk).await
 }
 
-async fn joins_within(router: &Router, wait: Duration) -> bool {
-    tokio::time::timeout(wait, router.wait_for_peers())
-        .await
-        .is_ok()
-}
+use common::joins_within;
 
 #[tokio::test]
 async fn only_routers_with_the_same_key_join() {

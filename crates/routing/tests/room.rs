@@ -4,32 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use spegel_routing::{DhtTuning, Keypair, Router, RouterConfig, StaticBootstrap};
+use common::joins_within;
+use spegel_routing::{DhtTuning, Router};
 use tokio_util::sync::CancellationToken;
 
 async fn router(dht: DhtTuning, bootstrap: &[String], shutdown: &CancellationToken) -> Router {
-    let bootstrap = Arc::new(StaticBootstrap::new(bootstrap, 0).unwrap());
-    let mut config = RouterConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Keypair::generate_ed25519(),
-        5000,
-        bootstrap,
-    );
-    config.dht = dht;
-    config.bootstrap_max_backoff = Duration::from_millis(500);
-    Router::start(config, shutdown.child_token())
-        .await
-        .unwrap()
-        .0
-}
-
-async fn joins_within(router: &Router, wait: Duration) -> bool {
-    tokio::time::timeout(wait, router.wait_for_peers())
-        .await
-        .is_ok()
+    common::router(bootstrap, shutdown, |c| c.dht = dht).await
 }
 
 /// Connections that stay open unless something closes them.
