@@ -90,11 +90,25 @@ fn logs(cluster: &Cluster) -> String {
         .enumerate()
         .map(|(i, n)| {
             let log = n.spegel().and_then(|s| s.log()).unwrap_or_default();
+            // The whole log, for a failure worth reading in full.
+            if let Some(dir) = std::env::var_os("SPEGEL_TEST_LOG_DIR") {
+                let _ = std::fs::write(
+                    std::path::Path::new(&dir).join(format!("node-{i}.log")),
+                    &log,
+                );
+            }
+            // What each node decided and why (the mirror's lines, warnings), not the
+            // handler's per-request rejections, which would fill the tail.
             let tail: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("spegel_registry") || l.contains("spegel_containerd"))
+                .filter(|l| {
+                    l.contains("spegel_registry::mirror")
+                        || l.contains("spegel_containerd")
+                        || l.contains(" WARN ")
+                        || l.contains(" ERROR ")
+                })
                 .rev()
-                .take(60)
+                .take(80)
                 .collect();
             format!(
                 "--- node {i}:\n{}\n",

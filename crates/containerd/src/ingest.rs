@@ -11,7 +11,10 @@
 //! [`follow`] streams an ingest's `data` while it grows.
 //!
 //! A directory can exist for 10-20 ms without `ref`, `total` or `data` (containerd creates
-//! them one after the other): such entries are retried on the next poll. See
+//! them one after the other), and `ref` itself is written in place (`os.WriteFile`: created
+//! empty, then filled), so a poll can read it empty: such entries are retried on the next
+//! poll, and only a `ref` that names a digest decides whether the download is ours (an empty
+//! one once hid a layer download for good, and two nodes fetched it upstream). See
 //! `shared/INFLIGHT.md` for the measured facts this relies on.
 
 use std::collections::HashMap;
@@ -30,6 +33,10 @@ use crate::BlobStream;
 
 /// Ingests tracked at once; a node downloads a few blobs at a time, so this only bounds junk.
 const MAX_TRACKED: usize = 4096;
+
+/// How long a directory whose `ref` names no digest is looked at again before it is taken
+/// for something we do not understand (containerd fills `ref` within microseconds).
+const UNREADABLE_FOR: Duration = Duration::from_secs(2);
 
 /// Events queued for the consumer (the advertiser of in-flight keys) before the poller waits.
 const EVENT_QUEUE: usize = 1024;
@@ -154,9 +161,9 @@ struct Poller {
     /// `<namespace>/`: refs of other namespaces are ignored.
     prefix: String,
     current: Arc<RwLock<HashMap<Digest, Ingest>>>,
-    /// Directories seen but not complete yet (no `ref` or `total`), or of another namespace
-    /// (value `None`), so they are not read again on every poll.
-    pending: HashMap<PathBuf, Option<Digest>>,
+    /// Directories seen but not complete yet (looked at again on every poll) or never to be
+    /// reported (another namespace, or a `ref` we do not understand).
+    pending: HashMap<PathBuf, Pending>,
     events: mpsc::Sender<IngestEvent>,
     changes: watch::Sender<u64>,
 }
@@ -222,7 +229,7 @@ impl Poller {
         }
         self.pending.retain(|dir, _| dirs.contains(dir));
         for dir in dirs {
-            if self.pending.get(&dir).is_some_and(Option::is_none) {
+            if matches!(self.pending.get(&dir), Some(Pending::Ignored)) {
                 continue;
             }
             let known = self
@@ -242,12 +249,26 @@ impl Poller {
                     changed = true;
                     events.push(IngestEvent::Started(ingest));
                 }
-                // Another namespace, or not a download we understand: never look again.
+                // Another namespace: never look again.
                 Ok(None) => {
-                    self.pending.insert(dir, None);
+                    self.pending.insert(dir, Pending::Ignored);
                 }
-                // Not complete yet: look again next time.
-                Err(_) => {}
+                // Not complete yet: look again next time, unless its `ref` has named no
+                // digest for too long (not a download we understand).
+                Err(e) => {
+                    let since = match self.pending.get(&dir) {
+                        Some(Pending::Incomplete { since }) => *since,
+                        _ => Instant::now(),
+                    };
+                    let unreadable = e.kind() == io::ErrorKind::InvalidData;
+                    let entry = if unreadable && since.elapsed() >= UNREADABLE_FOR {
+                        debug!(dir = %dir.display(), "ingest ref names no digest; ignoring it");
+                        Pending::Ignored
+                    } else {
+                        Pending::Incomplete { since }
+                    };
+                    self.pending.insert(dir, entry);
+                }
             }
         }
         for event in events {
@@ -257,12 +278,27 @@ impl Poller {
     }
 }
 
-/// Reads one ingest directory. `Ok(None)`: not ours; `Err`: not all files are there yet.
+/// A directory [`Poller::poll`] does not report (yet).
+enum Pending {
+    /// Not all files are there yet, since `since`.
+    Incomplete { since: Instant },
+    /// Another namespace, or a `ref` that names no digest: never read again.
+    Ignored,
+}
+
+/// Reads one ingest directory. `Ok(None)`: another namespace's; `Err`: not all files are
+/// there yet (`InvalidData`: `ref` names no digest, perhaps because it is being written).
 fn read_ingest(dir: &Path, prefix: &str) -> io::Result<Option<Ingest>> {
     let reference = std::fs::read_to_string(dir.join("ref"))?;
-    let Some((kind, digest)) = parse_ref(&reference, prefix) else {
-        return Ok(None);
+    let Some((kind, digest)) = parse_ref(&reference, "") else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "ref names no digest (yet)",
+        ));
     };
+    if !reference.trim().starts_with(prefix) {
+        return Ok(None);
+    }
     let total = std::fs::read_to_string(dir.join("total"))?;
     let Ok(total) = total.trim().parse::<u64>() else {
         return Err(io::Error::other("total not written yet"));
@@ -280,9 +316,14 @@ fn read_ingest(dir: &Path, prefix: &str) -> io::Result<Option<Ingest>> {
 }
 
 /// `<namespace>/<seq>/<kind>-sha256:<hex>` or `<kind>-<name>@sha256:<hex>` → kind and digest,
-/// for refs in the namespace `prefix` names.
+/// for refs in the namespace `prefix` names (`<namespace>/`; empty: any namespace).
 fn parse_ref(reference: &str, prefix: &str) -> Option<(IngestKind, Digest)> {
     let rest = reference.trim().strip_prefix(prefix)?;
+    let rest = if prefix.is_empty() {
+        rest.split_once('/')?.1
+    } else {
+        rest
+    };
     let (_seq, name) = rest.split_once('/')?;
     let kind = match name.split(['-', '@']).next()? {
         "index" => IngestKind::Index,
@@ -626,6 +667,36 @@ mod tests {
         );
         std::fs::write(half.join("total"), "1").unwrap();
         std::fs::write(half.join("data"), "").unwrap();
+        assert!(
+            watch
+                .wait_for(&digest, Duration::from_secs(2))
+                .await
+                .is_some()
+        );
+        shutdown.cancel();
+    }
+
+    /// containerd creates `ref` empty and then writes it: a poll in between must not take
+    /// the download for another namespace's (it once hid a layer, fetched twice upstream).
+    #[tokio::test]
+    async fn a_ref_read_while_it_is_being_written_is_read_again() {
+        let root = tempfile::tempdir().unwrap();
+        let digest = Digest::sha256_of(b"y");
+        let dir = root.path().join("ingest/e");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ref"), "").unwrap();
+        std::fs::write(dir.join("total"), "1").unwrap();
+        std::fs::write(dir.join("data"), "").unwrap();
+        let shutdown = CancellationToken::new();
+        let (watch, _events) = IngestWatch::start(
+            root.path(),
+            "k8s.io",
+            Duration::from_millis(5),
+            shutdown.clone(),
+        );
+        // Several polls see the empty ref.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::fs::write(dir.join("ref"), format!("k8s.io/1/layer-{digest}")).unwrap();
         assert!(
             watch
                 .wait_for(&digest, Duration::from_secs(2))
