@@ -233,6 +233,11 @@ impl RecordStore for ProviderStore {
     }
 
     fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && let Some(key) = crate::Key::from_record_key(record.key.as_ref())
+        {
+            tracing::debug!(%key, provider = %record.provider, "provider record stored");
+        }
         if record.provider == self.local {
             self.add_own(record)
         } else {

@@ -415,7 +415,10 @@ impl Task {
                 }
             }
             kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
+                id,
+                result,
+                step,
+                stats,
             } => match result {
                 QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
                     providers, ..
@@ -428,6 +431,12 @@ impl Task {
                     let keys: Vec<Key> = self.advertised.iter().cloned().collect();
                     for key in &keys {
                         self.provide(key);
+                    }
+                }
+                QueryResult::StartProviding(Ok(done)) => {
+                    if let Some(key) = Key::from_record_key(done.key.as_ref()) {
+                        let took = stats.duration().unwrap_or_default();
+                        debug!(%key, ?took, requests = stats.num_requests(), "announced");
                     }
                 }
                 QueryResult::StartProviding(Err(e)) => {

@@ -548,16 +548,26 @@ impl Mirror {
         // listening the whole window (a loaded node answers lookups slowly).
         let in_flight = Key::InFlight(digest.clone());
         let half = self.config.claim_window / 2;
-        let mut claimants = self.collect_for(&in_flight, MAX_CLAIMANTS, half).await;
+        let (mut claimants, coming) = tokio::join!(
+            self.collect_for(&in_flight, MAX_CLAIMANTS, half),
+            self.collect_for(&coming_key, MAX_CLAIMANTS, half),
+        );
         let complete = Key::Digest(digest.clone());
         let (later, mut ready) = tokio::join!(
             self.collect_for(&in_flight, MAX_CLAIMANTS, half),
             // Finished meanwhile: follow a complete copy without electing anyone.
             self.collect_for(&complete, self.config.max_peers, half),
         );
-        for claimant in later {
-            if !claimants.iter().any(|c| c.peer == claimant.peer) {
-                claimants.push(claimant);
+        // Nodes that announced the blob as coming take part as well: they announced it when
+        // their manifest arrived, a second or more before anyone's download starts, so every
+        // node knows them by now, while a claim takes as long as an announcement (0.6-0.8 s
+        // measured on a loaded test machine): electing among claims alone, two nodes that had
+        // not seen each other's claim both fetched the blob. One that is not downloading it
+        // yet answers a held request at once, and the probe below drops those whose
+        // containerd has not asked for it.
+        for peer in later.into_iter().chain(coming) {
+            if !claimants.iter().any(|c| c.peer == peer.peer) {
+                claimants.push(peer);
             }
         }
         let ask = Ask::new(fetch, None);
