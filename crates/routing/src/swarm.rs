@@ -23,10 +23,12 @@ use crate::bootstrap::socket_multiaddr;
 use crate::store::{ProviderStore, StoreLimits};
 use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
 
+mod announce;
 mod lookup;
 mod room;
 mod summary;
 
+use announce::AnnounceQueue;
 use lookup::Lookup;
 use room::{MakeRoom, RoomLimits};
 
@@ -82,6 +84,8 @@ struct Task {
     advertised: HashSet<Key>,
     /// Advertised keys whose announcement failed: announced again, a few per tick.
     unannounced_keys: HashSet<Key>,
+    /// Announcements waiting for a slot, and those running.
+    announcing: AnnounceQueue<QueryId>,
     /// Completes with a lookup's ID when its caller drops the providers receiver.
     abandoned: FuturesUnordered<BoxFuture<'static, QueryId>>,
     addresses: AddressPolicy,
@@ -194,6 +198,7 @@ pub(crate) async fn spawn(
         lookups: HashMap::new(),
         advertised: HashSet::new(),
         unannounced_keys: HashSet::new(),
+        announcing: AnnounceQueue::default(),
         abandoned: FuturesUnordered::new(),
         addresses,
         peer_count,
@@ -240,12 +245,14 @@ impl Task {
         match command {
             Command::Advertise(keys) => {
                 for key in keys {
-                    self.provide(&key);
-                    self.advertised.insert(key);
+                    self.advertised.insert(key.clone());
+                    self.provide(key);
                 }
+                self.start_announcements();
             }
             Command::Withdraw(keys) => {
                 for key in keys {
+                    self.announcing.remove(&key);
                     self.kad().stop_providing(&key.record_key());
                     self.unannounced_keys.remove(&key);
                     self.advertised.remove(&key);
@@ -275,16 +282,28 @@ impl Task {
         }
     }
 
-    /// Announces `key`; a key that cannot be announced now is announced again later.
-    fn provide(&mut self, key: &Key) {
-        match self.kad().start_providing(key.record_key()) {
-            Ok(_) => {
-                self.unannounced_keys.remove(key);
+    /// Queues the announcement of `key` (see [`AnnounceQueue`]).
+    fn provide(&mut self, key: Key) {
+        self.announcing.push(key);
+    }
+
+    /// Starts queued announcements while slots are free; a key that cannot be announced
+    /// now is announced again later.
+    fn start_announcements(&mut self) {
+        while let Some(key) = self.announcing.next() {
+            if !self.advertised.contains(&key) {
+                continue;
             }
-            Err(e) => {
-                self.stats.announcements_refused += 1;
-                if self.unannounced_keys.insert(key.clone()) {
-                    warn!(%key, error = %e, "cannot advertise key; will retry");
+            match self.kad().start_providing(key.record_key()) {
+                Ok(query) => {
+                    self.announcing.started(query);
+                    self.unannounced_keys.remove(&key);
+                }
+                Err(e) => {
+                    self.stats.announcements_refused += 1;
+                    if self.unannounced_keys.insert(key.clone()) {
+                        warn!(%key, error = %e, "cannot advertise key; will retry");
+                    }
                 }
             }
         }
@@ -300,11 +319,13 @@ impl Task {
             .collect();
         for key in keys {
             if self.advertised.contains(&key) {
-                self.provide(&key);
+                self.unannounced_keys.remove(&key);
+                self.provide(key);
             } else {
                 self.unannounced_keys.remove(&key);
             }
         }
+        self.start_announcements();
     }
 
     fn dial(&mut self, peers: Vec<BootstrapPeer>) {
@@ -429,17 +450,22 @@ impl Task {
                     info!(peers = self.routing_table_size(), "joined the DHT");
                     // Records announced before we had peers reached nobody.
                     let keys: Vec<Key> = self.advertised.iter().cloned().collect();
-                    for key in &keys {
+                    for key in keys {
                         self.provide(key);
                     }
+                    self.start_announcements();
                 }
                 QueryResult::StartProviding(Ok(done)) => {
                     if let Some(key) = Key::from_record_key(done.key.as_ref()) {
                         let took = stats.duration().unwrap_or_default();
                         debug!(%key, ?took, requests = stats.num_requests(), "announced");
                     }
+                    self.announcing.ended(&id);
+                    self.start_announcements();
                 }
                 QueryResult::StartProviding(Err(e)) => {
+                    self.announcing.ended(&id);
+                    self.start_announcements();
                     debug!(error = %e, "announcement incomplete");
                     // Once joined, an announcement that reached nobody is made again.
                     if !self.unannounced
