@@ -682,11 +682,7 @@ mod tests {
     async fn a_ref_read_while_it_is_being_written_is_read_again() {
         let root = tempfile::tempdir().unwrap();
         let digest = Digest::sha256_of(b"y");
-        let dir = root.path().join("ingest/e");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("ref"), "").unwrap();
-        std::fs::write(dir.join("total"), "1").unwrap();
-        std::fs::write(dir.join("data"), "").unwrap();
+        let dir = write_ingest(root.path(), "e", "", 1);
         let shutdown = CancellationToken::new();
         let (watch, _events) = IngestWatch::start(
             root.path(),
@@ -697,12 +693,8 @@ mod tests {
         // Several polls see the empty ref.
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::write(dir.join("ref"), format!("k8s.io/1/layer-{digest}")).unwrap();
-        assert!(
-            watch
-                .wait_for(&digest, Duration::from_secs(2))
-                .await
-                .is_some()
-        );
+        let found = watch.wait_for(&digest, Duration::from_secs(2)).await;
+        assert!(found.is_some());
         shutdown.cancel();
     }
 }
