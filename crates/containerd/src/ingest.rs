@@ -544,6 +544,14 @@ mod tests {
         }
     }
 
+    /// Watches `root` for the `k8s.io` namespace, polling every 5 ms.
+    fn watch_k8s(
+        root: &Path,
+        shutdown: &CancellationToken,
+    ) -> (IngestWatch, mpsc::Receiver<IngestEvent>) {
+        IngestWatch::start(root, "k8s.io", Duration::from_millis(5), shutdown.clone())
+    }
+
     fn write_ingest(root: &Path, name: &str, reference: &str, total: usize) -> PathBuf {
         let dir = root.join("ingest").join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -562,12 +570,7 @@ mod tests {
         let reference = format!("k8s.io/1/layer-{digest}");
         let dir = write_ingest(root.path(), "a", &reference, content.len());
         let shutdown = CancellationToken::new();
-        let (watch, mut events) = IngestWatch::start(
-            root.path(),
-            "k8s.io",
-            Duration::from_millis(5),
-            shutdown.clone(),
-        );
+        let (watch, mut events) = watch_k8s(root.path(), &shutdown);
         let ingest = watch
             .wait_for(&digest, Duration::from_secs(2))
             .await
@@ -614,12 +617,7 @@ mod tests {
         let dir = write_ingest(root.path(), "b", &format!("k8s.io/1/layer-{digest}"), 1000);
         std::fs::write(dir.join("data"), &content[..100]).unwrap();
         let shutdown = CancellationToken::new();
-        let (watch, mut events) = IngestWatch::start(
-            root.path(),
-            "k8s.io",
-            Duration::from_millis(5),
-            shutdown.clone(),
-        );
+        let (watch, mut events) = watch_k8s(root.path(), &shutdown);
         let ingest = watch
             .wait_for(&digest, Duration::from_secs(2))
             .await
@@ -653,12 +651,7 @@ mod tests {
         std::fs::create_dir_all(&half).unwrap();
         std::fs::write(half.join("ref"), format!("k8s.io/1/layer-{digest}")).unwrap();
         let shutdown = CancellationToken::new();
-        let (watch, _events) = IngestWatch::start(
-            root.path(),
-            "k8s.io",
-            Duration::from_millis(5),
-            shutdown.clone(),
-        );
+        let (watch, _events) = watch_k8s(root.path(), &shutdown);
         assert!(
             watch
                 .wait_for(&digest, Duration::from_millis(100))
@@ -684,12 +677,7 @@ mod tests {
         let digest = Digest::sha256_of(b"y");
         let dir = write_ingest(root.path(), "e", "", 1);
         let shutdown = CancellationToken::new();
-        let (watch, _events) = IngestWatch::start(
-            root.path(),
-            "k8s.io",
-            Duration::from_millis(5),
-            shutdown.clone(),
-        );
+        let (watch, _events) = watch_k8s(root.path(), &shutdown);
         // Several polls see the empty ref.
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::fs::write(dir.join("ref"), format!("k8s.io/1/layer-{digest}")).unwrap();
