@@ -107,7 +107,7 @@ impl IngestWatch {
         };
         let poller = Poller {
             content_dir: content_dir.to_owned(),
-            prefix: format!("{namespace}/"),
+            namespace: namespace.to_owned(),
             current: watch.current.clone(),
             pending: HashMap::new(),
             events: events_tx,
@@ -158,8 +158,8 @@ fn blob_path(content_dir: &Path, digest: &Digest) -> PathBuf {
 /// The polling thread's state.
 struct Poller {
     content_dir: PathBuf,
-    /// `<namespace>/`: refs of other namespaces are ignored.
-    prefix: String,
+    /// Refs of other namespaces are ignored.
+    namespace: String,
     current: Arc<RwLock<HashMap<Digest, Ingest>>>,
     /// Directories seen but not complete yet (looked at again on every poll) or never to be
     /// reported (another namespace, or a `ref` we do not understand).
@@ -240,7 +240,7 @@ impl Poller {
             if known {
                 continue;
             }
-            match read_ingest(&dir, &self.prefix) {
+            match read_ingest(&dir, &self.namespace) {
                 Ok(Some(ingest)) => {
                     self.pending.remove(&dir);
                     if let Ok(mut current) = self.current.write() {
@@ -288,15 +288,15 @@ enum Pending {
 
 /// Reads one ingest directory. `Ok(None)`: another namespace's; `Err`: not all files are
 /// there yet (`InvalidData`: `ref` names no digest, perhaps because it is being written).
-fn read_ingest(dir: &Path, prefix: &str) -> io::Result<Option<Ingest>> {
+fn read_ingest(dir: &Path, namespace: &str) -> io::Result<Option<Ingest>> {
     let reference = std::fs::read_to_string(dir.join("ref"))?;
-    let Some((kind, digest)) = parse_ref(&reference, "") else {
+    let Some((ref_namespace, kind, digest)) = parse_ref(&reference) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "ref names no digest (yet)",
         ));
     };
-    if !reference.trim().starts_with(prefix) {
+    if ref_namespace != namespace {
         return Ok(None);
     }
     let total = std::fs::read_to_string(dir.join("total"))?;
@@ -315,15 +315,10 @@ fn read_ingest(dir: &Path, prefix: &str) -> io::Result<Option<Ingest>> {
     }))
 }
 
-/// `<namespace>/<seq>/<kind>-sha256:<hex>` or `<kind>-<name>@sha256:<hex>` → kind and digest,
-/// for refs in the namespace `prefix` names (`<namespace>/`; empty: any namespace).
-fn parse_ref(reference: &str, prefix: &str) -> Option<(IngestKind, Digest)> {
-    let rest = reference.trim().strip_prefix(prefix)?;
-    let rest = if prefix.is_empty() {
-        rest.split_once('/')?.1
-    } else {
-        rest
-    };
+/// `<namespace>/<seq>/<kind>-sha256:<hex>` or `<namespace>/<seq>/<kind>-<name>@sha256:<hex>`
+/// → namespace, kind and digest.
+fn parse_ref(reference: &str) -> Option<(&str, IngestKind, Digest)> {
+    let (namespace, rest) = reference.trim().split_once('/')?;
     let (_seq, name) = rest.split_once('/')?;
     let kind = match name.split(['-', '@']).next()? {
         "index" => IngestKind::Index,
@@ -334,7 +329,7 @@ fn parse_ref(reference: &str, prefix: &str) -> Option<(IngestKind, Digest)> {
     };
     let at = name.rfind(['@', '-'])?;
     let digest = name[at + 1..].parse().ok()?;
-    Some((kind, digest))
+    Some((namespace, kind, digest))
 }
 
 /// How a [`follow`] stream gives up.
@@ -536,7 +531,9 @@ mod tests {
             (String::new(), None),
         ];
         for (reference, kind) in cases {
-            let parsed = parse_ref(&reference, "k8s.io/");
+            let parsed = parse_ref(&reference)
+                .filter(|(namespace, ..)| *namespace == "k8s.io")
+                .map(|(_, kind, digest)| (kind, digest));
             assert_eq!(parsed.as_ref().map(|p| p.0), kind, "{reference}");
             if let Some((_, digest)) = parsed {
                 assert_eq!(digest.hex(), HEX);

@@ -233,10 +233,11 @@ impl RecordStore for ProviderStore {
     }
 
     fn add_provider(&mut self, record: ProviderRecord) -> Result<()> {
-        if tracing::enabled!(tracing::Level::DEBUG)
+        // Every record (thousands per re-announcement round): trace, not debug.
+        if tracing::enabled!(tracing::Level::TRACE)
             && let Some(key) = crate::Key::from_record_key(record.key.as_ref())
         {
-            tracing::debug!(%key, provider = %record.provider, "provider record stored");
+            tracing::trace!(%key, provider = %record.provider, "provider record stored");
         }
         if record.provider == self.local {
             self.add_own(record)

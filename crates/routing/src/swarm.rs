@@ -248,7 +248,6 @@ impl Task {
                     self.advertised.insert(key.clone());
                     self.provide(key);
                 }
-                self.start_announcements();
             }
             Command::Withdraw(keys) => {
                 for key in keys {
@@ -282,18 +281,17 @@ impl Task {
         }
     }
 
-    /// Queues the announcement of `key` (see [`AnnounceQueue`]).
+    /// Announces `key` (an advertised one) when a slot is free, else queues it (see
+    /// [`AnnounceQueue`]).
     fn provide(&mut self, key: Key) {
         self.announcing.push(key);
+        self.start_announcements();
     }
 
     /// Starts queued announcements while slots are free; a key that cannot be announced
     /// now is announced again later.
     fn start_announcements(&mut self) {
         while let Some(key) = self.announcing.next() {
-            if !self.advertised.contains(&key) {
-                continue;
-            }
             match self.kad().start_providing(key.record_key()) {
                 Ok(query) => {
                     self.announcing.started(query);
@@ -318,14 +316,11 @@ impl Task {
             .cloned()
             .collect();
         for key in keys {
+            self.unannounced_keys.remove(&key);
             if self.advertised.contains(&key) {
-                self.unannounced_keys.remove(&key);
                 self.provide(key);
-            } else {
-                self.unannounced_keys.remove(&key);
             }
         }
-        self.start_announcements();
     }
 
     fn dial(&mut self, peers: Vec<BootstrapPeer>) {
@@ -453,7 +448,6 @@ impl Task {
                     for key in keys {
                         self.provide(key);
                     }
-                    self.start_announcements();
                 }
                 QueryResult::StartProviding(Ok(done)) => {
                     if let Some(key) = Key::from_record_key(done.key.as_ref()) {
