@@ -44,6 +44,12 @@ async fn fifty_routers_find_every_key_with_few_requests_and_deliver_every_announ
             "20",
             "--lookups",
             "60",
+            // 50 nodes share two cores here: with every node's 20 announcements in flight at
+            // once (the default window), each waited its turn long enough that some hit the
+            // 30 s query timeout in a debug build (CI: 7 of 1,007, delivery 0.948). At most
+            // 100 at once (two per node) took as long in all and timed out none.
+            "--announce-window",
+            "100",
             "--json",
         ])
         .stdin(Stdio::null())
@@ -68,9 +74,9 @@ async fn fifty_routers_find_every_key_with_few_requests_and_deliver_every_announ
     // Keys held by one or three of 50 nodes are mostly not in the asker's store.
     assert!(number("remote_lookups") >= 15.0, "{f:#}");
     assert!(number("remote_requests_per_lookup") <= 8.0, "{f:#}");
-    // Release runs deliver every ADD_PROVIDER (docs/scale.md); a debug build on a busy
-    // machine has lost about one in a hundred to request timeouts.
-    assert!(number("provide_delivery_rate") >= 0.95, "{f:#}");
+    // Release runs deliver every ADD_PROVIDER (docs/scale.md); debug builds with the window
+    // above delivered 0.9994-0.9999, also beside two CPU hogs.
+    assert!(number("provide_delivery_rate") >= 0.99, "{f:#}");
     assert_eq!(number("announcements_refused"), 0.0, "{f:#}");
     assert_eq!(number("records_refused"), 0.0, "{f:#}");
     assert_eq!(f["tuning"]["pnet"], true, "{f:#}");
