@@ -16,6 +16,9 @@ pub struct DhtTuning {
     pub query_parallelism: NonZeroUsize,
     /// The longest a whole query (lookup, announcement, bootstrap) may take.
     pub query_timeout: Duration,
+    /// How often a node walks the DHT again to refresh its routing table (Kademlia's
+    /// periodic bootstrap: a lookup of its own ID, then one per bucket farther out).
+    pub bootstrap_interval: Duration,
     /// How long a connection with no request in flight stays open.
     pub idle_connection_timeout: Duration,
     /// End a provider lookup after the first answer that names providers, instead of
@@ -37,6 +40,8 @@ impl Default for DhtTuning {
             replication_factor: kad::K_VALUE,
             query_parallelism: NonZeroUsize::MIN.saturating_add(1),
             query_timeout: Duration::from_secs(30),
+            // libp2p's default.
+            bootstrap_interval: Duration::from_secs(5 * 60),
             idle_connection_timeout: Duration::from_secs(30),
             stop_at_first_provider_answer: true,
             max_connections: 512,
@@ -52,6 +57,7 @@ impl DhtTuning {
         config
             .set_replication_factor(self.replication_factor)
             .set_parallelism(self.query_parallelism)
-            .set_query_timeout(self.query_timeout);
+            .set_query_timeout(self.query_timeout)
+            .set_periodic_bootstrap_interval(Some(self.bootstrap_interval));
     }
 }

@@ -100,6 +100,8 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
             "idle_connection_timeout_s": args.dht.idle_connection_timeout.as_secs_f64(),
             "stop_at_first_provider_answer": args.dht.stop_at_first_provider_answer,
             "republish_interval_s": args.republish_interval.as_secs_f64(),
+            "provider_ttl_s": args.provider_ttl.as_secs_f64(),
+            "bootstrap_interval_s": args.dht.bootstrap_interval.as_secs_f64(),
             "resolve_limit": args.limit,
             "seeds": args.seeds,
             "pnet": args.pre_shared_key.is_some(),

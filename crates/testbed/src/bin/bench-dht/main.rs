@@ -93,11 +93,18 @@ pub struct Args {
     /// Idle connection timeout (default: the router's).
     #[arg(long, env = "BENCH_DHT_IDLE_TIMEOUT", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// How often each node walks the DHT to refresh its routing table (default: the
+    /// router's, 5 minutes). In one process every node's walks share this machine's cores:
+    /// at 1,000 nodes the default alone keeps them busy (see docs/scale.md).
+    #[arg(long, env = "BENCH_DHT_BOOTSTRAP_INTERVAL", value_parser = parse_duration)]
+    bootstrap_interval: Option<Duration>,
     /// End lookups after the first answer naming providers: `true` or `false` (default:
     /// the router's).
     #[arg(long, env = "BENCH_DHT_STOP_AT_FIRST_ANSWER")]
     stop_at_first_answer: Option<bool>,
-    /// Re-announcement interval used for the traffic per hour (default: the router's).
+    /// How often each node announces its keys again; the traffic per hour is one round of
+    /// announcements times the rounds per hour at this interval (default: the router's).
+    /// Records then live twice as long, at least the router's 20 minutes.
     #[arg(
         long = "republish-interval",
         env = "BENCH_DHT_REPUBLISH_INTERVAL",
@@ -198,6 +205,9 @@ fn apply_tuning(args: &mut Args) -> Result<()> {
     if let Some(t) = args.idle_timeout {
         dht.idle_connection_timeout = t;
     }
+    if let Some(b) = args.bootstrap_interval {
+        dht.bootstrap_interval = b;
+    }
     if let Some(s) = args.stop_at_first_answer {
         dht.stop_at_first_provider_answer = s;
     }
@@ -205,7 +215,9 @@ fn apply_tuning(args: &mut Args) -> Result<()> {
     args.republish_interval = args
         .republish_interval_flag
         .unwrap_or(defaults.republish_interval);
-    args.provider_ttl = defaults.provider_ttl;
+    // Records must outlive the interval, as spegel-node requires: twice it, as the
+    // router's defaults (10 and 20 minutes) have it.
+    args.provider_ttl = defaults.provider_ttl.max(args.republish_interval * 2);
     if !args.insecure_open_dht {
         args.pre_shared_key = Some(spegel_secret::ClusterSecret::generate()?.psk());
     }

@@ -18,8 +18,14 @@ use crate::inventory::Inventory;
 
 /// The registry port every node announces (never dialled here).
 const REGISTRY_PORT: u16 = 5000;
-/// How often the nodes' counters are polled while waiting.
+/// How often the nodes' counters are polled while waiting, at least: every poll asks every
+/// router, so it is stretched by `POLL_PER_NODE` per node (0.5 s at 1,000 nodes).
 const POLL: Duration = Duration::from_millis(100);
+const POLL_PER_NODE: Duration = Duration::from_micros(500);
+
+fn poll_interval(nodes: usize) -> Duration {
+    POLL.max(POLL_PER_NODE.saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX)))
+}
 /// How often the announce phase says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
@@ -172,7 +178,7 @@ impl Nodes {
                 if in_flight <= args.announce_window as u64 {
                     break;
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(poll_interval(self.routers.len())).await;
             }
         }
         let deadline = args.dht.query_timeout + Duration::from_secs(30);
@@ -229,6 +235,6 @@ async fn wait_until(
         if Instant::now() > deadline {
             bail!("{what} did not finish within {timeout:?}");
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll_interval(routers.len())).await;
     }
 }
