@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use libp2p::kad::{self, QueryId, QueryResult};
 
-/// What this node's DHT did since it started. Counters only grow, except `connections`.
+/// What this node's DHT did since it started. Counters only grow, except `connections`,
+/// `connected_peers` and `announcements_pending`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouterStats {
     /// True once the first bootstrap completed (announcements from then on reach peers).
@@ -33,6 +34,9 @@ pub struct RouterStats {
     pub announcements: u64,
     pub announcements_timed_out: u64,
     pub announcement_requests: u64,
+    /// Announcements not ended yet: waiting for a slot, running, or to be made again after
+    /// one failed.
+    pub announcements_pending: u64,
     /// Keys this node could not announce because its own store refused them.
     pub announcements_refused: u64,
     /// ADD_PROVIDER messages from peers that this node's store accepted (a record for a key

@@ -270,6 +270,10 @@ impl Task {
                 let refused = self.kad().store_mut().refused().provider_records();
                 self.stats.records_refused = refused;
                 self.stats.connections_closed_for_room = self.swarm.behaviour().kad.closed();
+                let pending = self.announcing.waiting()
+                    + self.announcing.running()
+                    + self.unannounced_keys.len();
+                self.stats.announcements_pending = pending as u64;
                 let _ = reply.send(self.stats.clone());
             }
             Command::StoredProviders(key, reply) => {

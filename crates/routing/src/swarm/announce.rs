@@ -91,9 +91,13 @@ impl<Q: Hash + Eq> AnnounceQueue<Q> {
     }
 
     /// Keys waiting for their turn.
-    #[cfg(test)]
-    fn waiting(&self) -> usize {
+    pub(super) fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Announcements running.
+    pub(super) fn running(&self) -> usize {
+        self.running.len()
     }
 }
 

@@ -75,8 +75,10 @@ pub struct Args {
     /// How long one batch may take to join.
     #[arg(long, env = "BENCH_DHT_JOIN_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     join_timeout: Duration,
-    /// Announcements in flight across all nodes at most.
-    #[arg(long, env = "BENCH_DHT_ANNOUNCE_WINDOW", default_value_t = 2000)]
+    /// Announcements pending across all nodes at most. All nodes share this machine's
+    /// cores: the more run at once, the longer each takes (past the 30 s query timeout they
+    /// fail and are made again); 100 kept each to a few seconds at 50 to 1,000 nodes.
+    #[arg(long, env = "BENCH_DHT_ANNOUNCE_WINDOW", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     announce_window: usize,
     /// Wait after the announcements before the lookups (ADD_PROVIDER messages in flight).
     #[arg(long, env = "BENCH_DHT_SETTLE", default_value = "3s", value_parser = parse_duration)]
