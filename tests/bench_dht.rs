@@ -45,9 +45,9 @@ async fn fifty_routers_find_every_key_with_few_requests_and_deliver_every_announ
             "--lookups",
             "60",
             // 50 nodes share two cores here: with every node's 20 announcements in flight at
-            // once (the default window), each waited its turn long enough that some hit the
+            // once (the window was 2,000), each waited its turn long enough that some hit the
             // 30 s query timeout in a debug build (CI: 7 of 1,007, delivery 0.948). At most
-            // 100 at once (two per node) took as long in all and timed out none.
+            // 100 pending (now the default) took as long in all and timed out none.
             "--announce-window",
             "100",
             "--json",

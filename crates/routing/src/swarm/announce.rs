@@ -158,8 +158,10 @@ mod tests {
             running.push(query);
         }
         assert_eq!(running.len(), MAX_ANNOUNCING);
+        assert_eq!((queue.running(), queue.waiting()), (MAX_ANNOUNCING, 5));
         assert!(queue.ended(&running[0]));
         assert!(!queue.ended(&running[0]));
+        assert_eq!(queue.running(), MAX_ANNOUNCING - 1);
         assert!(queue.next().is_some());
         assert_eq!(queue.waiting(), 4);
     }

@@ -77,7 +77,8 @@ pub struct Args {
     join_timeout: Duration,
     /// Announcements pending across all nodes at most. All nodes share this machine's
     /// cores: the more run at once, the longer each takes (past the 30 s query timeout they
-    /// fail and are made again); 100 kept each to a few seconds at 50 to 1,000 nodes.
+    /// fail and are made again). With 100, announcements took seconds at 50 and 200 nodes; at
+    /// 1,000 (about 4 a second here) each took ~25 s and some timed out: use a smaller window.
     #[arg(long, env = "BENCH_DHT_ANNOUNCE_WINDOW", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     announce_window: usize,
     /// Wait after the announcements before the lookups (ADD_PROVIDER messages in flight).
