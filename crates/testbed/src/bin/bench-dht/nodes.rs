@@ -18,16 +18,17 @@ use crate::inventory::Inventory;
 
 /// The registry port every node announces (never dialled here).
 const REGISTRY_PORT: u16 = 5000;
-/// How often the nodes' counters are polled while waiting, at least: every poll asks every
-/// router, so it is stretched by `POLL_PER_NODE` per node (0.5 s at 1,000 nodes).
+/// How often the nodes' counters are polled while waiting, at least.
 const POLL: Duration = Duration::from_millis(100);
+/// Every poll asks every router, so the interval grows by this per node.
 const POLL_PER_NODE: Duration = Duration::from_micros(500);
+/// How often the announce phase says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
+/// The polling interval for `nodes` routers (0.5 s at 1,000).
 fn poll_interval(nodes: usize) -> Duration {
     POLL.max(POLL_PER_NODE.saturating_mul(u32::try_from(nodes).unwrap_or(u32::MAX)))
 }
-/// How often the announce phase says how far it got.
-const PROGRESS_EVERY: Duration = Duration::from_secs(60);
 
 /// Seeds start before anyone knows their addresses: they ask this source, which answers
 /// the seed list once it is set (and nothing before). Memory-transport nodes use it too
@@ -158,14 +159,12 @@ impl Nodes {
     /// past the 30 s query timeout they fail and are made again, which loads it further.
     pub async fn announce(&self, args: &Args, inventory: &Inventory) -> Result<Duration> {
         let started = Instant::now();
-        let total: usize = (0..self.routers.len())
-            .map(|i| inventory.keys_of(i).len())
-            .sum();
         // Keys not handed to their router yet, router by router, in order.
         let mut left: Vec<(usize, Vec<Key>)> = (0..self.routers.len())
             .map(|i| (i, inventory.keys_of(i)))
             .rev()
             .collect();
+        let total: usize = left.iter().map(|(_, keys)| keys.len()).sum();
         let mut issued = 0_usize;
         let ended_before: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
         let mut last_change = (ended_before, Instant::now());
