@@ -1,7 +1,8 @@
 //! A DHT member that floods a real `spegel-node`: ADD_PROVIDER for junk keys and for more
 //! digest-shaped keys than its quota, and PUT_VALUE records of 14 KB. The node's memory
 //! stays bounded (peak RSS under the unit's `MemoryMax=100M`) and its own keys are still
-//! found by an honest peer.
+//! found by an honest peer. And 600 members that keep asking it something: the node's
+//! connection table stays at its limits and its peak RSS under the unit's `MemoryHigh=80M`.
 //!
 //! The attacker is a plain libp2p Kademlia peer in this process speaking spegel's protocol
 //! (`/spegel/kad/1.0.0`); the honest peer is `spegel_routing::Router`.
@@ -178,5 +179,133 @@ async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised(
             .collect::<Vec<_>>()
             .join("\n")
     );
+    Ok(())
+}
+
+/// Members that connect at once, more than the node admits inbound (384 of 512).
+const MEMBERS: usize = 600;
+/// How often each member asks the node something, as in a busy cluster of hundreds of nodes:
+/// well inside the node's idle timeout, and past the 10 s after which a full node may close
+/// a quiet connection to make room.
+const MEMBER_PERIOD: Duration = Duration::from_secs(15);
+/// How long the node is held at a full connection table.
+const HOLD: Duration = Duration::from_secs(60);
+/// The unit's `MemoryHigh=80M`: past it systemd throttles the node.
+const MEMORY_HIGH: u64 = 80_000_000;
+
+/// One member: a plain Kademlia client that asks the node for the peers closest to a random
+/// key every [`MEMBER_PERIOD`] (re-dialling when the node refused or closed its connection).
+async fn member(
+    index: usize,
+    node: PeerId,
+    addr: Multiaddr,
+    stop: CancellationToken,
+) -> Result<()> {
+    let mut swarm = rogue(node, addr.clone())?;
+    swarm.behaviour_mut().set_mode(Some(Mode::Client));
+    // Members start spread over one period, as nodes of a cluster do.
+    let offset = MEMBER_PERIOD.mul_f64(index as f64 / MEMBERS as f64);
+    let mut ask = tokio::time::interval_at(tokio::time::Instant::now() + offset, MEMBER_PERIOD);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            _ = ask.tick() => {
+                // Kademlia forgets an address whose dial failed (refused at the limit).
+                swarm.behaviour_mut().add_address(&node, addr.clone());
+                swarm.behaviour_mut().get_closest_peers(PeerId::random());
+            }
+            _ = swarm.select_next_some() => {}
+        }
+    }
+}
+
+/// The `dht_connections*` figures of the node's status.
+async fn dht_connections(url: &str) -> Result<(u64, u64, u64, u64)> {
+    let status: serde_json::Value =
+        serde_json::from_slice(&http::get(&format!("{url}/_spegel/status"), &[]).await?.body)?;
+    let field = |name: &str| {
+        status[name]
+            .as_u64()
+            .with_context(|| format!("no {name} in {status}"))
+    };
+    Ok((
+        field("dht_connections")?,
+        field("dht_connections_peak")?,
+        field("dht_connections_denied")?,
+        field("dht_connections_closed_for_room")?,
+    ))
+}
+
+/// A full DHT connection table, as a node of a cluster of hundreds sees it (or as members
+/// flooding it make it): 600 members ask the node something every 15 s. The node admits no
+/// more inbound connections than its limit, closes quiet ones for room or refuses the rest
+/// (members dial again on their next request), and its peak RSS stays under
+/// the unit's `MemoryHigh=80M`. Prints the RSS before and at the peak, and what one
+/// connection costs, for docs/scale.md.
+#[tokio::test]
+#[ignore = "long: about 2 minutes of 600 DHT connections; CI runs it (scripts/test.sh --include-ignored)"]
+async fn a_full_connection_table_keeps_memory_under_the_units_high_mark() -> Result<()> {
+    spegel_testbed::require_root_tools()?;
+    let containerd = Containerd::start().await?;
+    let router_addr = spegel_testbed::port::free_loopback_addr()?;
+    let node = SpegelNode::start(
+        &containerd,
+        // An open DHT: these members speak plain Kademlia (with a cluster secret they would be
+        // nodes holding it; the connection limits are the same).
+        &[
+            &format!("--router-addr={router_addr}"),
+            "--log-level=info",
+            "--insecure-open-dht",
+        ],
+    )
+    .await?;
+    let url = node.url();
+    let status: serde_json::Value =
+        serde_json::from_slice(&http::get(&format!("{url}/_spegel/status"), &[]).await?.body)?;
+    let node_peer: PeerId = status["peer_id"].as_str().context("peer_id")?.parse()?;
+    let node_multiaddr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", router_addr.port()).parse()?;
+    let before = spegel_testbed::attack::rss(node.pid().context("spegel-node exited")?)?;
+
+    let limit = spegel_routing::DhtTuning::default().max_inbound_connections as u64;
+    let stop = CancellationToken::new();
+    let members: Vec<_> = (0..MEMBERS)
+        .map(|i| {
+            let (addr, stop) = (node_multiaddr.clone(), stop.child_token());
+            tokio::spawn(member(i, node_peer, addr, stop))
+        })
+        .collect();
+    // Every member has asked once after one period; then the node holds a table at its
+    // limits (closing quiet connections for room, refusing past the hard limit) for HOLD.
+    let held_until = Instant::now() + MEMBER_PERIOD + HOLD;
+    let mut most = 0;
+    while Instant::now() < held_until {
+        let (now, _, _, _) = dht_connections(&url).await?;
+        most = most.max(now);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (_, peak_connections, denied, closed) = dht_connections(&url).await?;
+    let peak = node.peak_rss()?;
+    stop.cancel();
+    for m in members {
+        m.await??;
+    }
+    let per_connection = peak.saturating_sub(before) as f64 / peak_connections.max(1) as f64;
+    eprintln!(
+        "full DHT table: {MEMBERS} members every {MEMBER_PERIOD:?}; connections seen at most {most} (peak {peak_connections}, inbound limit {limit}), {denied} refused, {closed} closed for room; spegel-node RSS {:.1} MB before, peak {:.1} MB, {:.0} KB per connection",
+        before as f64 / 1e6,
+        peak as f64 / 1e6,
+        per_connection / 1e3,
+    );
+    // The table was full as far as the node is concerned (at its high watermark, 7/8 of
+    // the inbound limit), never over the limit, and the limits acted.
+    ensure!(
+        peak_connections >= limit - limit / 8 && peak_connections <= limit,
+        "{peak_connections} connections at the peak"
+    );
+    ensure!(
+        denied + closed > 0,
+        "600 members and no connection refused or closed"
+    );
+    ensure!(peak < MEMORY_HIGH, "peak RSS {peak} over MemoryHigh");
     Ok(())
 }

@@ -17,14 +17,24 @@ use crate::Host;
 
 /// `VmHWM` (peak resident memory) of process `pid`, in bytes.
 pub fn peak_rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// The resident set size of process `pid` now (`VmRSS`), in bytes.
+pub fn rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// A `kB` field of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmHWM in {path}"))?;
+        .with_context(|| format!("no {field} in {path}"))?;
     Ok(kib * 1024)
 }
 

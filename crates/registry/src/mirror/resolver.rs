@@ -44,6 +44,7 @@ impl Resolver for Router {
     fn status(&self) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
             let advertised = self.advertised().await.unwrap_or_default();
+            let stats = self.stats().await.unwrap_or_default();
             let count = |f: fn(&Key) -> bool| advertised.iter().filter(|k| f(k)).count();
             serde_json::json!({
                 "peer_id": self.local_peer_id().to_string(),
@@ -53,6 +54,10 @@ impl Resolver for Router {
                 "advertised_in_flight": count(|k| matches!(k, Key::InFlight(_))),
                 "advertised_coming": count(|k| matches!(k, Key::Coming(_))),
                 "advertised_tags": count(|k| matches!(k, Key::Tag(_))),
+                "dht_connections": stats.connections,
+                "dht_connections_peak": stats.connections_peak,
+                "dht_connections_denied": stats.connections_denied,
+                "dht_connections_closed_for_room": stats.connections_closed_for_room,
             })
         })
     }
