@@ -155,11 +155,7 @@ async fn nodes_join_through_the_bootstrapper_even_when_it_comes_up_late() -> Res
     }
     // One DHT: node 3 mirrors the image from node 1 without the upstream. The watcher
     // advertises blob by blob: wait for every one, not only the first layer.
-    let blobs: Vec<String> = image.all_blobs().into_iter().map(|b| b.digest).collect();
-    let found = cluster.nodes[2]
-        .until_providers(&blobs, 1, Duration::from_secs(30))
-        .await?;
-    ensure!(found, "the image's blobs never all became resolvable");
+    cluster.nodes[2].until_image_resolvable(&image).await?;
     // The tag's record can arrive after the layer's (whose download claim is listed from the
     // start): wait until node 3 resolves the tag through a peer, as its containerd will.
     let tag = format!("/v2/boot/img/manifests/v1?ns={}", cluster.upstream.host());

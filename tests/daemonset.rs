@@ -235,16 +235,10 @@ async fn the_daemonset_pods_mirror_between_nodes() -> Result<()> {
     cluster.nodes[0].containerd.cri_pull(&name).await?;
     let layer = &pushed.layer_digests[0];
     // The watcher advertises blob by blob: wait until node 1 finds every one.
-    let blobs: Vec<String> = pushed.all_blobs().into_iter().map(|b| b.digest).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let found = cluster.nodes[1]
-        .until_providers(&blobs, 1, Duration::from_secs(30))
-        .await?;
-    ensure!(
-        found,
-        "node 1 never found every blob; node 0 log:\n{}",
-        tasks[0].log()
-    );
+    if let Err(e) = cluster.nodes[1].until_image_resolvable(&pushed).await {
+        anyhow::bail!("{e}; node 0 log:\n{}", tasks[0].log());
+    }
     // The tag's own record can reach node 1 after the layer's: wait until node 1 resolves the
     // tag through its peer (asked from node 1's own address, as its containerd would).
     let tag = format!("/v2/app/web/manifests/v1?ns={}", cluster.upstream.host());

@@ -80,6 +80,33 @@ async fn finish(swarm: &mut Rogue, mut queries: usize) {
     }
 }
 
+/// A `spegel-node` on `containerd` with an open DHT on a loopback router port: the peers these
+/// tests run speak plain Kademlia, as good as members (with a cluster secret they would be
+/// nodes holding it; the store's quotas and the connection limits are the same). Returns the
+/// node, its peer ID and its router's address (as a socket address and as a multiaddr).
+async fn open_dht_node(
+    containerd: &Containerd,
+) -> Result<(SpegelNode, PeerId, std::net::SocketAddr, Multiaddr)> {
+    let router_addr = spegel_testbed::port::free_loopback_addr()?;
+    let node = SpegelNode::start(
+        containerd,
+        &[
+            &format!("--router-addr={router_addr}"),
+            "--log-level=info",
+            "--insecure-open-dht",
+        ],
+    )
+    .await?;
+    let status: serde_json::Value = serde_json::from_slice(
+        &http::get(&format!("{}/_spegel/status", node.url()), &[])
+            .await?
+            .body,
+    )?;
+    let peer: PeerId = status["peer_id"].as_str().context("peer_id")?.parse()?;
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", router_addr.port()).parse()?;
+    Ok((node, peer, router_addr, addr))
+}
+
 #[tokio::test]
 #[ignore = "long: about 2 minutes of flooding; CI runs it (scripts/test.sh --include-ignored)"]
 async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised() -> Result<()> {
@@ -97,25 +124,7 @@ async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised(
     containerd
         .cri_pull(&format!("{}/test/img:v1", upstream.host()))
         .await?;
-    let router_addr = spegel_testbed::port::free_loopback_addr()?;
-    let node = SpegelNode::start(
-        &containerd,
-        // An open DHT: the flooding peer here is as good as a member (with a cluster secret it
-        // would be one that holds the secret), which is what the store's limits are for.
-        &[
-            &format!("--router-addr={router_addr}"),
-            "--log-level=info",
-            "--insecure-open-dht",
-        ],
-    )
-    .await?;
-    let status: serde_json::Value = serde_json::from_slice(
-        &http::get(&format!("{}/_spegel/status", node.url()), &[])
-            .await?
-            .body,
-    )?;
-    let node_peer: PeerId = status["peer_id"].as_str().context("peer_id")?.parse()?;
-    let node_multiaddr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", router_addr.port()).parse()?;
+    let (node, node_peer, router_addr, node_multiaddr) = open_dht_node(&containerd).await?;
 
     let mut swarm = rogue(node_peer, node_multiaddr)?;
     let started = Instant::now();
@@ -247,23 +256,8 @@ async fn dht_connections(url: &str) -> Result<(u64, u64, u64, u64)> {
 async fn a_full_connection_table_keeps_memory_under_the_units_high_mark() -> Result<()> {
     spegel_testbed::require_root_tools()?;
     let containerd = Containerd::start().await?;
-    let router_addr = spegel_testbed::port::free_loopback_addr()?;
-    let node = SpegelNode::start(
-        &containerd,
-        // An open DHT: these members speak plain Kademlia (with a cluster secret they would be
-        // nodes holding it; the connection limits are the same).
-        &[
-            &format!("--router-addr={router_addr}"),
-            "--log-level=info",
-            "--insecure-open-dht",
-        ],
-    )
-    .await?;
+    let (node, node_peer, _, node_multiaddr) = open_dht_node(&containerd).await?;
     let url = node.url();
-    let status: serde_json::Value =
-        serde_json::from_slice(&http::get(&format!("{url}/_spegel/status"), &[]).await?.body)?;
-    let node_peer: PeerId = status["peer_id"].as_str().context("peer_id")?.parse()?;
-    let node_multiaddr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{}", router_addr.port()).parse()?;
     let before = spegel_testbed::attack::rss(node.pid().context("spegel-node exited")?)?;
 
     let limit = spegel_routing::DhtTuning::default().max_inbound_connections as u64;

@@ -98,17 +98,6 @@ async fn until_resolvable(cluster: &Cluster, node: usize, digest: &str) -> Resul
     Ok(())
 }
 
-/// Waits until `node` finds a provider of every blob of `image`: the watcher advertises an
-/// image blob by blob, so the first layer being findable says nothing about the config.
-async fn until_image_resolvable(cluster: &Cluster, node: usize, image: &TestImage) -> Result<()> {
-    let digests: Vec<String> = image.all_blobs().into_iter().map(|b| b.digest).collect();
-    let found = cluster.nodes[node]
-        .until_providers(&digests, 1, Duration::from_secs(30))
-        .await?;
-    ensure!(found, "node {node} never found every blob of the image");
-    Ok(())
-}
-
 /// Blob GETs the upstream served to `node`.
 async fn upstream_blob_gets_from(cluster: &Cluster, node: usize) -> Result<usize> {
     let ip = cluster.nodes[node].host.ip.to_string();
@@ -190,7 +179,7 @@ async fn rogues_without_the_secret_cannot_join_read_or_poison_a_tag() -> Result<
     assert_eq!(id, real.config_digest, "member 0 pulled the rogue's image");
 
     // A member with the secret pulls peer to peer as before: every blob from node 0.
-    until_image_resolvable(&cluster, 1, &real).await?;
+    cluster.nodes[1].until_image_resolvable(&real).await?;
     let id = cluster.nodes[1].containerd.cri_pull(&name).await?;
     assert_eq!(id, real.config_digest);
     if upstream_blob_gets_from(&cluster, 1).await? > 0 {

@@ -56,17 +56,6 @@ async fn until_resolvable(cluster: &Cluster, node: usize, digest: &str) -> Resul
     }
 }
 
-/// Waits until `node` resolves every blob of `image`: the watcher advertises an image blob by
-/// blob, so the first layer being resolvable says nothing about the config.
-async fn until_image_resolvable(cluster: &Cluster, node: usize, image: &TestImage) -> Result<()> {
-    let digests: Vec<String> = image.all_blobs().into_iter().map(|b| b.digest).collect();
-    let found = cluster.nodes[node]
-        .until_providers(&digests, 1, Duration::from_secs(30))
-        .await?;
-    ensure!(found, "node {node} never found every blob of the image");
-    Ok(())
-}
-
 /// Blob GETs the upstream served to `node`'s address.
 async fn upstream_blob_gets_from(cluster: &Cluster, node: usize) -> Result<usize> {
     let ip = cluster.nodes[node].host.ip.to_string();
@@ -93,7 +82,7 @@ async fn seeded(
     let name = cluster.image_name(repo, "v1");
     cluster.wait_until_joined().await?;
     cluster.nodes[0].containerd.cri_pull(&name).await?;
-    until_image_resolvable(&cluster, 1, &image).await?;
+    cluster.nodes[1].until_image_resolvable(&image).await?;
     Ok((cluster, image, name))
 }
 
@@ -119,7 +108,7 @@ async fn nodes_pull_from_their_peers_and_not_from_the_upstream() -> Result<()> {
 
     cluster.nodes[0].containerd.cri_pull(&name).await?;
     assert!(upstream_blob_gets_from(&cluster, 0).await? > 0);
-    until_image_resolvable(&cluster, 1, &image).await?;
+    cluster.nodes[1].until_image_resolvable(&image).await?;
     // The tag's record can arrive after the layers': wait until both nodes resolve the tag
     // through a peer (asked from each node's own address, as its containerd would).
     let tag = format!("/v2/team/app/manifests/v1?ns={}", cluster.upstream.host());
@@ -367,7 +356,7 @@ async fn a_containerd_restart_under_a_running_node_is_survived() -> Result<()> {
         .containerd
         .cri_pull(&cluster.image_name("restart/a", "v1"))
         .await?;
-    until_image_resolvable(&cluster, 1, &first).await?;
+    cluster.nodes[1].until_image_resolvable(&first).await?;
 
     cluster.nodes[0].containerd.restart().await?;
     // After the restart node 0 pulls another image: its spegel-node must notice and advertise it.
@@ -375,7 +364,7 @@ async fn a_containerd_restart_under_a_running_node_is_survived() -> Result<()> {
         .containerd
         .cri_pull(&cluster.image_name("restart/b", "v1"))
         .await?;
-    until_image_resolvable(&cluster, 1, &second).await?;
+    cluster.nodes[1].until_image_resolvable(&second).await?;
     cluster.nodes[1]
         .containerd
         .cri_pull(&cluster.image_name("restart/b", "v1"))

@@ -83,6 +83,22 @@ impl ClusterNode {
         Ok(true)
     }
 
+    /// Waits (up to 30 s) until this node resolves every blob of `image` to a provider. The
+    /// watcher advertises an image blob by blob: one layer being findable says nothing about
+    /// the config, so a test asserting a pull never goes upstream waits for all of them.
+    pub async fn until_image_resolvable(&self, image: &TestImage) -> Result<()> {
+        let digests: Vec<String> = image.all_blobs().into_iter().map(|b| b.digest).collect();
+        let found = self
+            .until_providers(&digests, 1, std::time::Duration::from_secs(30))
+            .await?;
+        anyhow::ensure!(
+            found,
+            "{} never found every blob of the image",
+            self.host.ip
+        );
+        Ok(())
+    }
+
     /// `GET <path>` parsed as JSON.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         let response = self.get(path).await?;
