@@ -30,15 +30,18 @@ pub(crate) struct LastSeen {
 }
 
 impl LastSeen {
-    /// Records that `peer` was heard from now.
-    pub(crate) fn saw(&mut self, peer: PeerId) {
+    /// Records that `peer` was heard from now. Returns the peer forgotten to make room, so
+    /// whatever else is kept per peer can be forgotten with it.
+    pub(crate) fn saw(&mut self, peer: PeerId) -> Option<PeerId> {
+        let mut forgotten = None;
         if self.seen.len() >= MAX_REMEMBERED && !self.seen.contains_key(&peer) {
-            let oldest = self.seen.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p);
-            if let Some(oldest) = oldest {
+            forgotten = self.seen.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p);
+            if let Some(oldest) = forgotten {
                 self.seen.remove(&oldest);
             }
         }
         self.seen.insert(peer, SystemTime::now());
+        forgotten
     }
 
     /// When `peer` was last heard from.
@@ -60,15 +63,22 @@ mod tests {
     fn the_longest_silent_peer_is_forgotten_past_the_bound() {
         let mut seen = LastSeen::default();
         let first = PeerId::random();
-        seen.saw(first);
+        assert_eq!(seen.saw(first), None);
         for _ in 1..MAX_REMEMBERED {
-            seen.saw(PeerId::random());
+            assert_eq!(seen.saw(PeerId::random()), None);
         }
         assert!(seen.get(&first).is_some());
+        assert_eq!(seen.saw(first), None, "a known peer takes no room");
         let last = PeerId::random();
-        seen.saw(last);
+        let forgotten = seen.saw(last);
         assert_eq!(seen.peers().count(), MAX_REMEMBERED);
         assert!(seen.get(&last).is_some());
-        assert!(seen.get(&first).is_none());
+        assert_ne!(
+            forgotten,
+            Some(first),
+            "the peer just heard from again is kept"
+        );
+        assert!(forgotten.is_some_and(|p| seen.get(&p).is_none()));
+        assert!(seen.get(&first).is_some());
     }
 }

@@ -69,7 +69,8 @@ struct Behaviour {
     identify: identify::Behaviour,
 }
 
-/// What we know of a peer: where it connects from and which port its registry uses.
+/// What we know of a peer: where it connects from and which port its registry uses. Kept
+/// for the peers [`crate::peers::LastSeen`] remembers, no more.
 #[derive(Default)]
 struct PeerInfo {
     ip: Option<IpAddr>,
@@ -352,8 +353,13 @@ impl Task {
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
-        if let Some(peer) = summary::heard_from(&event) {
-            self.last_seen.saw(peer);
+        if let Some(peer) = summary::heard_from(&event)
+            && let Some(forgotten) = self.last_seen.saw(peer)
+        {
+            // What we know of a peer is kept as long as when we last heard from it, so the
+            // map stays bounded however many identities connect (without a cluster secret
+            // anyone may).
+            self.peers.remove(&forgotten);
         }
         match event {
             SwarmEvent::ConnectionEstablished {

@@ -39,6 +39,26 @@ async fn resolve_within(router: &Router, key: &Key, limit: usize) -> Vec<Provide
     }
 }
 
+/// Waits until `router` has a peer in its routing table; if none comes within 10 s, fails
+/// with what the router knows (its connections, and which peers identified themselves), so
+/// a rare failure says where joining stopped.
+async fn until_routable(router: &Router) {
+    if tokio::time::timeout(Duration::from_secs(10), router.wait_for_peers())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    let stats = router.stats().await.unwrap();
+    let peers = router.peers().await.unwrap();
+    panic!(
+        "{} has no routable peer after 10 s; {} connection(s) open, {} peer(s) connected; peers known: {peers:#?}",
+        router.local_peer_id(),
+        stats.connections,
+        stats.connected_peers,
+    );
+}
+
 #[tokio::test]
 async fn what_one_node_advertises_the_others_resolve() {
     let shutdown = CancellationToken::new();
@@ -47,10 +67,7 @@ async fn what_one_node_advertises_the_others_resolve() {
     let b = router(5102, &seed, &shutdown).await;
     let c = router(5103, &seed, &shutdown).await;
     for r in [&a, &b, &c] {
-        tokio::time::timeout(Duration::from_secs(10), r.wait_for_peers())
-            .await
-            .unwrap()
-            .unwrap();
+        until_routable(r).await;
     }
     let key = Key::Digest(Digest::sha256_of(b"layer"));
     a.advertise(vec![key.clone()]).await.unwrap();
@@ -81,7 +98,7 @@ async fn an_unknown_key_resolves_to_nobody_quickly() {
     let shutdown = CancellationToken::new();
     let a = router(5201, &[], &shutdown).await;
     let b = router(5202, &[a.listen_addr().to_string()], &shutdown).await;
-    b.wait_for_peers().await.unwrap();
+    until_routable(&b).await;
     let key = Key::Digest(Digest::sha256_of(b"nobody has this"));
     let mut rx = b.resolve(&key, 1).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -102,10 +119,7 @@ async fn a_peer_given_without_its_id_is_joined() {
         .trim_start_matches("/ip4/")
         .replace("/tcp/", ":");
     let b = router(5302, &[bare], &shutdown).await;
-    tokio::time::timeout(Duration::from_secs(10), b.wait_for_peers())
-        .await
-        .unwrap()
-        .unwrap();
+    until_routable(&b).await;
     assert_eq!(b.peer_count(), 1);
     shutdown.cancel();
 }
