@@ -47,6 +47,9 @@ pub struct RouterStats {
     pub records_refused: u64,
     /// Requests from peers this node answered (find-node, get-providers, add-provider, ...).
     pub requests_served: u64,
+    /// Routing-table walks the periodic timer started (not the first, on joining, nor
+    /// those libp2p starts while the table holds fewer than 20 peers).
+    pub walks: u64,
 }
 
 impl RouterStats {

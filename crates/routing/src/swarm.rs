@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::addrs::{AddressPolicy, ip_of};
 use crate::bootstrap::socket_multiaddr;
 use crate::store::{ProviderStore, StoreLimits};
+use crate::tuning::next_walk_in;
 use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
 
 mod announce;
@@ -104,6 +105,8 @@ struct Task {
     dialled: HashSet<Multiaddr>,
     /// When each peer was last heard from (for [`Command::Peers`]).
     last_seen: crate::peers::LastSeen,
+    /// The mean time between routing-table walks (`DhtTuning::bootstrap_interval`).
+    walk_interval: Duration,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -210,6 +213,7 @@ pub(crate) async fn spawn(
         stop_at_first_provider_answer: config.dht.stop_at_first_provider_answer,
         dialled: HashSet::new(),
         last_seen: crate::peers::LastSeen::default(),
+        walk_interval: config.dht.bootstrap_interval,
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -217,6 +221,9 @@ pub(crate) async fn spawn(
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The routing-table walk, on our own spread timer.
+        let walk = tokio::time::sleep(next_walk_in(self.walk_interval));
+        tokio::pin!(walk);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -227,6 +234,13 @@ impl Task {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(query) = self.abandoned.next(), if !self.abandoned.is_empty() => {
                     self.end_lookup(query);
+                }
+                () = &mut walk => {
+                    match self.kad().bootstrap() {
+                        Ok(_) => self.stats.walks += 1,
+                        Err(e) => debug!(error = %e, "no peer to walk the DHT from"),
+                    }
+                    walk.as_mut().reset(tokio::time::Instant::now() + next_walk_in(self.walk_interval));
                 }
                 _ = tick.tick() => {
                     self.expire_lookups();

@@ -17,7 +17,8 @@ pub struct DhtTuning {
     /// The longest a whole query (lookup, announcement, bootstrap) may take.
     pub query_timeout: Duration,
     /// How often a node walks the DHT again to refresh its routing table (Kademlia's
-    /// periodic bootstrap: a lookup of its own ID, then one per bucket farther out).
+    /// periodic bootstrap: a lookup of its own ID, then one per bucket farther out), on
+    /// average: each wait is drawn from 3/4 to 5/4 of it (see [`next_walk_in`]).
     pub bootstrap_interval: Duration,
     /// How long a connection with no request in flight stays open.
     pub idle_connection_timeout: Duration,
@@ -56,12 +57,72 @@ impl Default for DhtTuning {
 }
 
 impl DhtTuning {
-    /// Applies the query settings to a Kademlia config.
+    /// Applies the query settings to a Kademlia config. Its periodic bootstrap is turned
+    /// off: the router walks on its own timer ([`next_walk_in`]).
     pub(crate) fn apply(&self, config: &mut kad::Config) {
         config
             .set_replication_factor(self.replication_factor)
             .set_parallelism(self.query_parallelism)
             .set_query_timeout(self.query_timeout)
-            .set_periodic_bootstrap_interval(Some(self.bootstrap_interval));
+            .set_periodic_bootstrap_interval(None);
+    }
+}
+
+/// How long to wait before the next routing-table walk: `bootstrap_interval` times a random
+/// factor from 3/4 to 5/4. libp2p's own timer waits exactly the interval, so nodes started
+/// together (a new cluster, a fleet-wide restart, a benchmark's batch) walk together
+/// forever, and every node takes their requests and handshakes at the same moment. With the
+/// spread their walks drift apart within a few rounds; the mean, and so the traffic per
+/// hour, stays the interval's.
+pub(crate) fn next_walk_in(bootstrap_interval: Duration) -> Duration {
+    spread(bootstrap_interval, random_fraction())
+}
+
+/// `interval` times a factor from 3/4 (`fraction` 0) to 5/4 (`fraction` 1).
+fn spread(interval: Duration, fraction: f64) -> Duration {
+    interval.mul_f64(0.75 + 0.5 * fraction.clamp(0.0, 1.0))
+}
+
+/// A number in [0, 1) that differs from call to call and from process to process: std's
+/// per-process random hash keys (advanced on each `RandomState::new`) are enough to spread
+/// timers, and spare a dependency.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    // The top 53 bits, as an f64 mantissa.
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_are_spread_from_three_quarters_to_five_quarters_of_the_interval() {
+        let interval = Duration::from_secs(400);
+        assert_eq!(spread(interval, 0.0), Duration::from_secs(300));
+        assert_eq!(spread(interval, 0.5), interval);
+        assert_eq!(spread(interval, 1.0), Duration::from_secs(500));
+        assert_eq!(spread(interval, 7.0), Duration::from_secs(500));
+
+        let waits: Vec<Duration> = (0..200).map(|_| next_walk_in(interval)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| (Duration::from_secs(300)..Duration::from_secs(500)).contains(w))
+        );
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(
+            distinct.len() > 150,
+            "the waits vary: {} distinct",
+            distinct.len()
+        );
+        let mean = waits.iter().sum::<Duration>() / 200;
+        assert!(
+            (Duration::from_secs(370)..Duration::from_secs(430)).contains(&mean),
+            "the mean stays near the interval: {mean:?}"
+        );
     }
 }

@@ -93,6 +93,37 @@ async fn what_one_node_advertises_the_others_resolve() {
     shutdown.cancel();
 }
 
+/// The periodic walk runs on the router's own spread timer (libp2p's is off): with a
+/// 200 ms interval, a joined node has walked several times within 2 s.
+#[tokio::test]
+async fn a_joined_node_walks_the_dht_on_its_timer() {
+    let shutdown = CancellationToken::new();
+    let a = router(5401, &[], &shutdown).await;
+    let bootstrap = Arc::new(StaticBootstrap::new(&[a.listen_addr().to_string()], 0).unwrap());
+    let mut config = RouterConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Keypair::generate_ed25519(),
+        5402,
+        bootstrap,
+    );
+    config.dht.bootstrap_interval = Duration::from_millis(200);
+    let b = Router::start(config, shutdown.child_token())
+        .await
+        .unwrap()
+        .0;
+    until_routable(&b).await;
+    let before = b.stats().await.unwrap().walks;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let walks = b.stats().await.unwrap().walks - before;
+    // Each wait is 150 to 250 ms: 8 to 14 walks in 2 s (fewer if the machine stalls).
+    assert!(walks >= 4, "{walks} walks in 2 s");
+    assert!(
+        walks <= 14,
+        "{walks} walks in 2 s: some waited under 150 ms"
+    );
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn an_unknown_key_resolves_to_nobody_quickly() {
     let shutdown = CancellationToken::new();
