@@ -29,8 +29,17 @@ pub struct Lookup {
 /// Runs `--lookups` lookups, cycling through the classes.
 pub async fn run(args: &Args, routers: &[Router], inventory: &Inventory) -> Result<Vec<Lookup>> {
     let mut rng = Rng::new(args.seed);
-    let mut lookups = Vec::with_capacity(args.lookups);
+    let mut lookups: Vec<Lookup> = Vec::with_capacity(args.lookups);
+    let phase = Instant::now();
     for n in 0..args.lookups {
+        if n > 0 && n % 50 == 0 {
+            let failed = lookups.iter().filter(|l| !l.found).count();
+            eprintln!(
+                "lookups: {n} of {} done, {failed} failed, after {:.0?}",
+                args.lookups,
+                phase.elapsed()
+            );
+        }
         let class = Class::ALL[n % Class::ALL.len()];
         let (key, holders) = inventory.key_of_class(class, rng.below(usize::MAX));
         let asker = loop {
@@ -58,9 +67,10 @@ pub async fn run(args: &Args, routers: &[Router], inventory: &Inventory) -> Resu
                 Err(_) => "no provider in time".to_owned(),
             };
             eprintln!(
-                "lookup {n} of {key} (held by {}, asker's store {}) failed after {latency:.1?}: {outcome}",
+                "lookup {n} of {key} (held by {}, asker's store {}), started {:.1?} into the lookups, failed after {latency:.1?}: {outcome}",
                 class.name(),
                 if local { "had a record" } else { "had none" },
+                started - phase,
             );
         }
         drop(providers);
