@@ -108,6 +108,25 @@ impl<B> MakeRoom<B> {
         }
     }
 
+    /// A request is about to go to `peer` on whichever of its connections the swarm picks
+    /// (Kademlia sends every request to a peer it is connected to that way): all of them
+    /// count as used, and one chosen to close but not yet handed to the swarm is kept.
+    /// Without this, a connection quiet for 10 s could be closed under a request just sent
+    /// on it; an ADD_PROVIDER, which gets no answer, was then lost without a trace (at
+    /// N = 500, 1 % of them: `docs/scale.md`).
+    fn used_by_peer(&mut self, peer: PeerId, now: Instant) {
+        let mut kept = 0;
+        for (id, open) in self.open.iter_mut().filter(|(_, o)| o.peer == peer) {
+            open.last_used = now;
+            if open.closing && self.to_close.iter().any(|(_, c)| c == id) {
+                open.closing = false;
+                self.to_close.retain(|(_, c)| c != id);
+                kept += 1;
+            }
+        }
+        self.closed -= kept;
+    }
+
     /// Picks the connections to close now, if the table is above a watermark.
     fn check(&mut self, now: Instant) {
         if now < self.next_check || !self.to_close.is_empty() {
@@ -293,8 +312,11 @@ impl<B: NetworkBehaviour> NetworkBehaviour for MakeRoom<B> {
                 event,
             }) => {
                 // A request about to be sent: that connection is in use.
-                if let libp2p::swarm::NotifyHandler::One(id) = handler {
-                    self.used(id);
+                match handler {
+                    libp2p::swarm::NotifyHandler::One(id) => self.used(id),
+                    libp2p::swarm::NotifyHandler::Any => {
+                        self.used_by_peer(peer_id, Instant::now());
+                    }
                 }
                 Poll::Ready(ToSwarm::NotifyHandler {
                     peer_id,
@@ -400,6 +422,52 @@ mod tests {
             }
         }
         assert!(choose(&open, &limits(), now).is_empty());
+    }
+
+    /// A request to a peer over any of its connections (`NotifyHandler::Any`) makes them
+    /// used: one already chosen to close, not yet handed to the swarm, stays open.
+    #[test]
+    fn a_request_to_a_peer_keeps_its_connections_open() {
+        let now = Instant::now() + Duration::from_secs(3600);
+        let ages: Vec<(u64, bool)> = (1..=9).map(|i| (i * 10, false)).collect();
+        let mut room = MakeRoom::new(libp2p::swarm::dummy::Behaviour, limits());
+        room.open = table(now, &ages);
+        room.next_check = now;
+        room.check(now);
+        assert_eq!(room.to_close.len(), 3);
+        assert_eq!(room.closed(), 3);
+        let (peer, quietest) = (room.open[&ConnectionId::new_unchecked(90)].peer, 90);
+
+        room.used_by_peer(peer, now);
+
+        let quietest = ConnectionId::new_unchecked(quietest);
+        assert!(room.to_close.iter().all(|(_, id)| *id != quietest));
+        assert!(!room.open[&quietest].closing);
+        assert_eq!(
+            room.closed(),
+            2,
+            "only connections really closed are counted"
+        );
+        // It was just used: when the table is checked again (the other two closed, and two
+        // more connections quiet for long), the next quietest close instead.
+        room.to_close.clear();
+        room.open.retain(|_, o| !o.closing);
+        for age in [200, 300] {
+            room.open.insert(
+                ConnectionId::new_unchecked(age),
+                Open {
+                    peer: PeerId::random(),
+                    inbound: false,
+                    last_used: now - Duration::from_secs(age as u64),
+                    closing: false,
+                },
+            );
+        }
+        room.next_check = now;
+        room.check(now);
+        let chosen: Vec<ConnectionId> = room.to_close.iter().map(|(_, id)| *id).collect();
+        assert_eq!(chosen.len(), 3, "9 open, down to 6");
+        assert!(!chosen.contains(&quietest));
     }
 
     #[test]
