@@ -26,11 +26,13 @@ use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterSta
 
 mod announce;
 mod lookup;
+mod reannounce;
 mod room;
 mod summary;
 
 use announce::AnnounceQueue;
 use lookup::Lookup;
+use reannounce::Reannounce;
 use room::{MakeRoom, RoomLimits};
 
 /// The Kademlia protocol name, as Spegel uses it.
@@ -88,6 +90,9 @@ struct Task {
     unannounced_keys: HashSet<Key>,
     /// Announcements waiting for a slot, and those running.
     announcing: AnnounceQueue<QueryId>,
+    /// When each advertised key is announced again, and the mean interval.
+    reannounce: Reannounce,
+    republish_interval: Duration,
     /// Completes with a lookup's ID when its caller drops the providers receiver.
     abandoned: FuturesUnordered<BoxFuture<'static, QueryId>>,
     addresses: AddressPolicy,
@@ -129,7 +134,9 @@ pub(crate) async fn spawn(
     let mut kad_config = kad::Config::new(KAD_PROTOCOL);
     kad_config
         .set_provider_record_ttl(Some(config.provider_ttl))
-        .set_provider_publication_interval(Some(config.republish_interval));
+        // Re-announcing is ours (`swarm/reannounce.rs`): libp2p's job announces every key at
+        // once, past the announcement queue.
+        .set_provider_publication_interval(None);
     config.dht.apply(&mut kad_config);
     let addresses = if config.in_memory {
         AddressPolicy::in_memory()
@@ -203,6 +210,8 @@ pub(crate) async fn spawn(
         advertised: HashSet::new(),
         unannounced_keys: HashSet::new(),
         announcing: AnnounceQueue::default(),
+        reannounce: Reannounce::default(),
+        republish_interval: config.republish_interval,
         abandoned: FuturesUnordered::new(),
         addresses,
         peer_count,
@@ -245,6 +254,7 @@ impl Task {
                 _ = tick.tick() => {
                     self.expire_lookups();
                     self.retry_unannounced();
+                    self.announce_due();
                     self.kad().store_mut().sweep(Instant::now());
                 }
             }
@@ -267,6 +277,7 @@ impl Task {
             Command::Withdraw(keys) => {
                 for key in keys {
                     self.announcing.remove(&key);
+                    self.reannounce.remove(&key);
                     self.kad().stop_providing(&key.record_key());
                     self.unannounced_keys.remove(&key);
                     self.advertised.remove(&key);
@@ -315,6 +326,8 @@ impl Task {
                 Ok(query) => {
                     self.announcing.started(query);
                     self.unannounced_keys.remove(&key);
+                    let interval = self.republish_interval;
+                    self.reannounce.announced(key, Instant::now(), interval);
                 }
                 Err(e) => {
                     self.stats.announcements_refused += 1;
@@ -322,6 +335,15 @@ impl Task {
                         warn!(%key, error = %e, "cannot advertise key; will retry");
                     }
                 }
+            }
+        }
+    }
+
+    /// Queues the advertised keys whose time to be announced again has come.
+    fn announce_due(&mut self) {
+        for key in self.reannounce.take_due(Instant::now()) {
+            if self.advertised.contains(&key) {
+                self.provide(key);
             }
         }
     }

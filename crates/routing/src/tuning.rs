@@ -86,7 +86,7 @@ fn spread(interval: Duration, fraction: f64) -> Duration {
 /// A number in [0, 1) that differs from call to call and from process to process: std's
 /// per-process random hash keys (advanced on each `RandomState::new`) are enough to spread
 /// timers, and spare a dependency.
-fn random_fraction() -> f64 {
+pub(crate) fn random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let bits = std::collections::hash_map::RandomState::new()
         .build_hasher()
