@@ -163,7 +163,8 @@ pub struct P2pArgs {
     /// How long other nodes keep this node's provider records.
     #[arg(long, env = "SPEGEL_PROVIDER_TTL", default_value = "20m", value_parser = parse_duration)]
     pub provider_ttl: Duration,
-    /// How often provider records are announced again; must be shorter than --provider-ttl.
+    /// How often provider records are announced again (each key 3/4 to 1 interval after
+    /// its last announcement, so they stay spread); must be shorter than --provider-ttl.
     #[arg(long, env = "SPEGEL_PROVIDER_REPUBLISH_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub provider_republish_interval: Duration,
     /// This node's zone (a Kubernetes label value, e.g. `eu-west-1a`): peers in the same zone

@@ -157,7 +157,10 @@ async fn records_are_renewed_before_they_expire() {
     a.advertise(vec![key.clone()]).await.unwrap();
     tokio::time::sleep(Duration::from_secs(7)).await;
 
-    assert!(b.stored_providers(&key).await.unwrap() > 0, "b's record was renewed");
+    assert!(
+        b.stored_providers(&key).await.unwrap() > 0,
+        "b's record was renewed"
+    );
     let found = resolve_within(&b, &key, 1).await;
     assert_eq!(found.first().map(|p| p.peer), Some(a.local_peer_id()));
     let announcements = a.stats().await.unwrap().announcements;
