@@ -11,18 +11,18 @@
 //! interval, and the record never outlives its TTL on other nodes: re-announced at the
 //! latest one interval after the last, like libp2p's job.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::Key;
 
-/// The keys to announce again, by when.
+/// The keys to announce again, by when: one entry per advertised key (~130 bytes each),
+/// scanned once a second only when the earliest is due.
 #[derive(Default)]
 pub(super) struct Reannounce {
-    /// (when, key), earliest first.
-    due: BTreeSet<(Instant, Key)>,
-    /// When each key is due: one entry per advertised key.
     at: HashMap<Key, Instant>,
+    /// No key is due before this (some may be later: withdrawn keys are not looked for).
+    earliest: Option<Instant>,
 }
 
 impl Reannounce {
@@ -35,31 +35,30 @@ impl Reannounce {
     }
 
     fn set(&mut self, key: Key, when: Instant) {
-        if let Some(before) = self.at.insert(key.clone(), when) {
-            self.due.remove(&(before, key.clone()));
-        }
-        self.due.insert((when, key));
+        self.at.insert(key, when);
+        self.earliest = Some(self.earliest.map_or(when, |e| e.min(when)));
     }
 
     /// `key` was withdrawn: never again.
     pub(super) fn remove(&mut self, key: &Key) {
-        if let Some(when) = self.at.remove(key) {
-            self.due.remove(&(when, key.clone()));
-        }
+        self.at.remove(key);
     }
 
     /// The keys due by `now`, taken off the schedule (they are put back when their
     /// announcement starts).
     pub(super) fn take_due(&mut self, now: Instant) -> Vec<Key> {
-        let mut keys = Vec::new();
-        while let Some((when, _)) = self.due.first()
-            && *when <= now
-        {
-            if let Some((_, key)) = self.due.pop_first() {
-                self.at.remove(&key);
-                keys.push(key);
-            }
+        if self.earliest.is_none_or(|e| e > now) {
+            return Vec::new();
         }
+        let mut keys = Vec::new();
+        self.at.retain(|key, when| {
+            let due = *when <= now;
+            if due {
+                keys.push(key.clone());
+            }
+            !due
+        });
+        self.earliest = self.at.values().min().copied();
         keys
     }
 
