@@ -105,8 +105,9 @@ pub struct Args {
     /// the router's).
     #[arg(long, env = "BENCH_DHT_STOP_AT_FIRST_ANSWER")]
     stop_at_first_answer: Option<bool>,
-    /// How often each node announces its keys again; the traffic per hour is one round of
-    /// announcements times the rounds per hour at this interval (default: the router's).
+    /// How often each node announces its keys again (each key 3/4 to 1 interval after the
+    /// last time); the traffic per hour is one round of announcements times the rounds per
+    /// hour, 3600 s ÷ (7/8 of this interval) (default: the router's).
     /// Records then live twice as long, at least the router's 20 minutes.
     #[arg(
         long = "republish-interval",
