@@ -11,13 +11,21 @@ use spegel_routing::{Key, Keypair, Provider, Router, RouterConfig, StaticBootstr
 use tokio_util::sync::CancellationToken;
 
 async fn router(registry_port: u16, bootstrap: &[String], shutdown: &CancellationToken) -> Router {
+    start(config(registry_port, bootstrap), shutdown).await
+}
+
+/// The default config of a router on loopback that bootstraps from `bootstrap`.
+fn config(registry_port: u16, bootstrap: &[String]) -> RouterConfig {
     let bootstrap = Arc::new(StaticBootstrap::new(bootstrap, 0).unwrap());
-    let config = RouterConfig::new(
+    RouterConfig::new(
         "127.0.0.1:0".parse().unwrap(),
         Keypair::generate_ed25519(),
         registry_port,
         bootstrap,
-    );
+    )
+}
+
+async fn start(config: RouterConfig, shutdown: &CancellationToken) -> Router {
     Router::start(config, shutdown.child_token())
         .await
         .unwrap()
@@ -99,18 +107,9 @@ async fn what_one_node_advertises_the_others_resolve() {
 async fn a_joined_node_walks_the_dht_on_its_timer() {
     let shutdown = CancellationToken::new();
     let a = router(5401, &[], &shutdown).await;
-    let bootstrap = Arc::new(StaticBootstrap::new(&[a.listen_addr().to_string()], 0).unwrap());
-    let mut config = RouterConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        Keypair::generate_ed25519(),
-        5402,
-        bootstrap,
-    );
+    let mut config = config(5402, &[a.listen_addr().to_string()]);
     config.dht.bootstrap_interval = Duration::from_millis(200);
-    let b = Router::start(config, shutdown.child_token())
-        .await
-        .unwrap()
-        .0;
+    let b = start(config, &shutdown).await;
     until_routable(&b).await;
     let before = b.stats().await.unwrap().walks;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -131,26 +130,13 @@ async fn a_joined_node_walks_the_dht_on_its_timer() {
 async fn records_are_renewed_before_they_expire() {
     let shutdown = CancellationToken::new();
     let short_lived = |port: u16, bootstrap: &[String]| {
-        let bootstrap = Arc::new(StaticBootstrap::new(bootstrap, 0).unwrap());
-        let mut config = RouterConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            Keypair::generate_ed25519(),
-            port,
-            bootstrap,
-        );
+        let mut config = config(port, bootstrap);
         config.provider_ttl = Duration::from_secs(3);
         config.republish_interval = Duration::from_secs(1);
         config
     };
-    let a = Router::start(short_lived(5501, &[]), shutdown.child_token())
-        .await
-        .unwrap()
-        .0;
-    let seed = [a.listen_addr().to_string()];
-    let b = Router::start(short_lived(5502, &seed), shutdown.child_token())
-        .await
-        .unwrap()
-        .0;
+    let a = start(short_lived(5501, &[]), &shutdown).await;
+    let b = start(short_lived(5502, &[a.listen_addr().to_string()]), &shutdown).await;
     until_routable(&b).await;
     until_routable(&a).await;
     let key = Key::Digest(Digest::sha256_of(b"renewed"));

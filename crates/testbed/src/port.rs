@@ -5,14 +5,14 @@
 //! port is handed out once: the kernel may give the same free port to two binds in a row
 //! (a test once got it for both a node's registry and its router, and the node refused).
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result, bail};
 
 /// Ports this process has handed out.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// Returns a loopback address with a port that was free a moment ago and that this process
 /// has not handed out before.
@@ -24,10 +24,7 @@ pub fn free_loopback_addr() -> Result<SocketAddr> {
             .local_addr()
             .context("reading the address of a 127.0.0.1:0 listener")?;
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
-        if handed_out
-            .get_or_insert_with(HashSet::new)
-            .insert(addr.port())
-        {
+        if handed_out.insert(addr.port()) {
             return Ok(addr);
         }
     }
@@ -36,6 +33,8 @@ pub fn free_loopback_addr() -> Result<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
