@@ -35,37 +35,21 @@ fn bench_binary() -> Result<PathBuf> {
 #[ignore = "50 routers in one process for a few minutes; run with --include-ignored"]
 async fn fifty_routers_find_every_key_with_few_requests_and_deliver_every_announcement()
 -> Result<()> {
-    let mut command = Command::new(bench_binary()?);
-    command
-        .args([
-            "--nodes",
-            "50",
-            "--digests-per-node",
-            "20",
-            "--lookups",
-            "60",
-            // 50 nodes share two cores here: with every node's 20 announcements in flight at
-            // once (the window was 2,000), each waited its turn long enough that some hit the
-            // 30 s query timeout in a debug build (CI: 7 of 1,007, delivery 0.948). At most
-            // 100 pending (now the default) took as long in all and timed out none.
-            "--announce-window",
-            "100",
-            "--json",
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
-        .await
-        .context("bench-dht took too long")??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "bench-dht failed with {}:\n{stdout}\n{stderr}",
-        output.status
-    );
-    let f: serde_json::Value = serde_json::from_str(stdout.trim())
-        .with_context(|| format!("not one JSON object:\n{stdout}"))?;
+    let f = bench(&[
+        "--nodes",
+        "50",
+        "--digests-per-node",
+        "20",
+        "--lookups",
+        "60",
+        // 50 nodes share two cores here: with every node's 20 announcements in flight at
+        // once (the window was 2,000), each waited its turn long enough that some hit the
+        // 30 s query timeout in a debug build (CI: 7 of 1,007, delivery 0.948). At most
+        // 100 pending (now the default) took as long in all and timed out none.
+        "--announce-window",
+        "100",
+    ])
+    .await?;
     let number = |name: &str| f[name].as_f64().unwrap_or(f64::NAN);
 
     assert_eq!(f["nodes"], 50);
@@ -86,4 +70,60 @@ async fn fifty_routers_find_every_key_with_few_requests_and_deliver_every_announ
     assert_eq!(number("connections_closed_for_room"), 0.0, "{f:#}");
     assert!(number("reprovide_bytes_per_node_per_hour") > 0.0, "{f:#}");
     Ok(())
+}
+
+/// The hold (`--hold`): with a 20 s re-announce interval, 20 nodes keep re-announcing their
+/// 5 keys each on the router's schedule while nobody asks anything, and the bench counts it.
+/// Each key is announced again 15 to 20 s after its last announcement started; the hold
+/// starts at least 3 s (`--settle`) after every first announcement and lasts 40 s, so it
+/// sees every key announced again at least once and at most three times.
+#[tokio::test]
+#[ignore = "20 routers in one process for about a minute; run with --include-ignored"]
+async fn the_hold_measures_re_announcements_on_the_routers_schedule() -> Result<()> {
+    let f = bench(&[
+        "--nodes",
+        "20",
+        "--digests-per-node",
+        "5",
+        "--lookups",
+        "10",
+        "--republish-interval",
+        "20s",
+        "--hold",
+        "40s",
+    ])
+    .await?;
+    let hold = &f["hold"];
+    let number = |name: &str| hold[name].as_f64().unwrap_or(f64::NAN);
+    let keys = 20.0 * 5.0;
+    let again = number("announcements");
+    assert!((keys..=3.0 * keys).contains(&again), "{f:#}");
+    let steady = number("announcements_per_key_per_hour_steady");
+    assert!((steady - 3600.0 / 17.5).abs() < 0.01, "{f:#}");
+    assert!(number("provide_delivery_rate") >= 0.99, "{f:#}");
+    assert_eq!(number("announcements_timed_out"), 0.0, "{f:#}");
+    // Over loopback TCP the hold counts the bytes sent meanwhile.
+    assert!(number("bytes_per_node_per_hour") > 0.0, "{f:#}");
+    Ok(())
+}
+
+/// Runs `bench-dht --json` with `args` and returns its figures.
+async fn bench(args: &[&str]) -> Result<serde_json::Value> {
+    let mut command = Command::new(bench_binary()?);
+    command
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .context("bench-dht took too long")??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "bench-dht failed with {}:\n{stdout}\n{stderr}",
+        output.status
+    );
+    serde_json::from_str(stdout.trim()).with_context(|| format!("not one JSON object:\n{stdout}"))
 }

@@ -28,7 +28,7 @@ pub struct RouterStats {
     pub local_lookup_requests: u64,
     pub remote_lookups: u64,
     pub remote_lookup_requests: u64,
-    /// Announcements of one key (first ones and libp2p's periodic re-announcements) that
+    /// Announcements of one key (first ones and the router's re-announcements) that
     /// ended, those that timed out, and the requests they sent (closest-peer requests plus
     /// one ADD_PROVIDER per peer that should store the record).
     pub announcements: u64,

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use spegel_routing::RouterStats;
 
 use crate::Args;
+use crate::hold::Held;
 use crate::inventory::{Class, Inventory};
 use crate::lookups::Lookup;
 
@@ -23,6 +24,8 @@ pub struct Measured {
     pub memory: bool,
     pub rss_bytes: u64,
     pub stats: Vec<RouterStats>,
+    /// What the nodes did during `--hold`, if there was one.
+    pub held: Option<Held>,
 }
 
 /// The JSON object of one run.
@@ -96,6 +99,7 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "join_seconds": m.join.as_secs_f64(),
         "nodes_without_completed_bootstrap": m.not_bootstrapped,
         "announce_seconds": m.announce.as_secs_f64(),
+        "hold": m.held.as_ref().map(|h| held(args, inventory, h)),
         "tuning": {
             "replication_factor": args.dht.replication_factor.get(),
             "query_parallelism": args.dht.query_parallelism.get(),
@@ -111,9 +115,37 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
     })
 }
 
+/// The figures of the hold: the background traffic as measured, beside the prediction
+/// from one round of announcements (`reprovide_bytes_per_node_per_hour`).
+fn held(args: &Args, inventory: &Inventory, h: &Held) -> Value {
+    let n = args.nodes;
+    let hours = h.duration.as_secs_f64() / 3600.0;
+    let per_node_hour = |v: u64| v as f64 / n as f64 / hours;
+    let g = &h.grew;
+    let sends_per_announcement = args.dht.replication_factor.get().min(n - 1) as u64;
+    let advertised = (0..n).map(|i| inventory.keys_of(i).len()).sum::<usize>() as f64;
+    // Once every key is on the schedule: one announcement per 7/8 of the interval.
+    let steady = 3600.0 / (args.republish_interval.as_secs_f64() * 0.875);
+    let sent = g.announcements * sends_per_announcement;
+    json!({
+        "seconds": h.duration.as_secs_f64(),
+        "announcements": g.announcements,
+        "announcements_timed_out": g.announcements_timed_out,
+        "announcements_per_key_per_hour": g.announcements as f64 / advertised / hours,
+        "announcements_per_key_per_hour_steady": steady,
+        "requests_per_announcement": ratio(g.announcement_requests, g.announcements),
+        "provide_delivery_rate": ratio(g.add_providers_stored, sent),
+        "walks_per_node_per_hour": per_node_hour(g.walks),
+        "requests_served_per_node_per_hour": per_node_hour(g.requests_served),
+        "connections_closed_for_room": g.connections_closed_for_room,
+        "connections_denied": g.connections_denied,
+        "bytes_per_node_per_hour": h.bytes.map(per_node_hour),
+    })
+}
+
 /// A one-screen summary of the figures that matter most.
 pub fn summary(f: &Value) -> String {
-    format!(
+    let mut line = format!(
         "{} nodes × {} keys: lookups {} (remote {}), success {:.4}; remote p50 {:.2} ms, p99 {:.2} ms; \
          requests/lookup {:.2} (remote {:.2}); delivery {:.4}; connections/node max {}; \
          RSS/node {:.2} MB; re-provide {:.0} KB/node/hour; join {:.1} s, announce {:.1} s",
@@ -135,7 +167,20 @@ pub fn summary(f: &Value) -> String {
             / 1e3,
         f["join_seconds"].as_f64().unwrap_or(0.0),
         f["announce_seconds"].as_f64().unwrap_or(0.0),
-    )
+    );
+    let hold = |name: &str| f["hold"][name].as_f64().unwrap_or(f64::NAN);
+    if !f["hold"].is_null() {
+        line += &format!(
+            "; hold {:.0} s: {:.2} announcements/key/hour (steady {:.2}), delivery {:.4}, \
+             {:.0} KB/node/hour",
+            hold("seconds"),
+            hold("announcements_per_key_per_hour"),
+            hold("announcements_per_key_per_hour_steady"),
+            hold("provide_delivery_rate"),
+            hold("bytes_per_node_per_hour") / 1e3,
+        );
+    }
+    line
 }
 
 fn median(values: impl Iterator<Item = usize>) -> Option<usize> {

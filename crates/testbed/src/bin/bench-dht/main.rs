@@ -19,6 +19,9 @@
 //! 3. `--lookups` lookups one after another, each from a node that holds neither the key
 //!    nor, when possible, a record for it: the time until the first provider, whether it
 //!    really holds the key, and the requests the query sent until it ended.
+//! 4. With `--hold`, every node keeps running that long with nobody asking anything
+//!    ([`hold`]): the re-announcements, walks and bytes of the DHT's background traffic,
+//!    measured rather than predicted from one round.
 //!
 //! Needs no containerd. As root it runs itself again in a private network namespace (with
 //! `unshare` and `ip`), so the loopback byte counter it reads (`IpExt OutOctets` of
@@ -30,6 +33,7 @@
 #![recursion_limit = "256"]
 
 mod figures;
+mod hold;
 mod inventory;
 mod lookups;
 mod nodes;
@@ -115,6 +119,12 @@ pub struct Args {
         value_parser = parse_duration
     )]
     republish_interval_flag: Option<Duration>,
+    /// After the lookups, keep every node running this long with nobody asking anything,
+    /// and measure the background traffic meanwhile (re-announcements, walks; bytes over
+    /// TCP). Long against `--republish-interval` to see the steady rate: each key is first
+    /// announced again 3/4 of an interval after its announcement. `0s`: no hold.
+    #[arg(long, env = "BENCH_DHT_HOLD", default_value = "0s", value_parser = parse_duration)]
+    hold: Duration,
     /// Run without a cluster secret (no pnet), as `spegel-node --insecure-open-dht`. By
     /// default every router gets the same random secret, as with `--cluster-secret-file`.
     #[arg(long, env = "BENCH_DHT_INSECURE_OPEN_DHT")]
@@ -170,6 +180,13 @@ async fn main() -> Result<()> {
     eprintln!("announced in {announce:.1?}");
     tokio::time::sleep(args.settle).await;
     let lookups = lookups::run(&args, &nodes.routers, &inventory).await?;
+    let held = if args.hold.is_zero() {
+        None
+    } else {
+        let memory = args.memory;
+        let bytes_sent = || (!memory).then(loopback_bytes).transpose();
+        Some(hold::hold(&nodes, args.hold, bytes_sent).await?)
+    };
     let measured = Measured {
         join: nodes.join,
         not_bootstrapped: nodes.not_bootstrapped,
@@ -179,6 +196,7 @@ async fn main() -> Result<()> {
         memory: args.memory,
         rss_bytes: rss_bytes()?,
         stats: nodes.stats().await?,
+        held,
     };
     let figures = figures::figures(&args, &inventory, &lookups, &measured);
     if args.json {
