@@ -22,6 +22,7 @@ pub struct Measured {
     pub private_netns: bool,
     /// Over the memory transport: no bytes counted.
     pub memory: bool,
+    /// The process's RSS and every node's counters after the lookups, before any hold.
     pub rss_bytes: u64,
     pub stats: Vec<RouterStats>,
     /// What the nodes did during `--hold`, if there was one.

@@ -180,6 +180,9 @@ async fn main() -> Result<()> {
     eprintln!("announced in {announce:.1?}");
     tokio::time::sleep(args.settle).await;
     let lookups = lookups::run(&args, &nodes.routers, &inventory).await?;
+    // The figures of the phases so far are read before the hold adds to the counters.
+    let rss_bytes = rss_bytes()?;
+    let stats = nodes.stats().await?;
     let held = if args.hold.is_zero() {
         None
     } else {
@@ -194,8 +197,8 @@ async fn main() -> Result<()> {
         announce_bytes,
         private_netns: std::env::var_os(IN_NETNS).is_some(),
         memory: args.memory,
-        rss_bytes: rss_bytes()?,
-        stats: nodes.stats().await?,
+        rss_bytes,
+        stats,
         held,
     };
     let figures = figures::figures(&args, &inventory, &lookups, &measured);
