@@ -107,6 +107,32 @@ async fn the_hold_measures_re_announcements_on_the_routers_schedule() -> Result<
     Ok(())
 }
 
+/// The routers' own routing-table walks are counted per phase: in one process they take CPU
+/// from the announcements and lookups (docs/scale.md, "N = 1,000, three runs"). With a 2 s
+/// walk interval every router walks every 1.5-2.5 s, so the announce phase and the 3 s settle
+/// after it (counted with it) hold at least one walk of each of the 10 routers.
+#[tokio::test]
+#[ignore = "10 routers in one process for under a minute; run with --include-ignored"]
+async fn the_routers_walks_are_counted_per_phase() -> Result<()> {
+    let f = bench(&[
+        "--nodes",
+        "10",
+        "--digests-per-node",
+        "5",
+        "--lookups",
+        "10",
+        "--bootstrap-interval",
+        "2s",
+    ])
+    .await?;
+
+    assert_eq!(f["tuning"]["bootstrap_interval_s"], 2.0, "{f:#}");
+    assert!(f["walks_while_announcing"].as_u64().unwrap() >= 10, "{f:#}");
+    assert!(f["walks_while_looking_up"].is_u64(), "{f:#}");
+    assert!(f["lookups_seconds"].as_f64().unwrap() > 0.0, "{f:#}");
+    Ok(())
+}
+
 /// Runs `bench-dht --json` with `args` and returns its figures.
 async fn bench(args: &[&str]) -> Result<serde_json::Value> {
     let mut command = Command::new(bench_binary()?);

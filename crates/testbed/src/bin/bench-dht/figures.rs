@@ -22,6 +22,12 @@ pub struct Measured {
     pub private_netns: bool,
     /// Over the memory transport: no bytes counted.
     pub memory: bool,
+    /// How long the lookups took together.
+    pub lookups_took: Duration,
+    /// Routing-table walks the routers' timers started while announcing and while looking
+    /// up: in one process they take CPU from the phase's own work.
+    pub walks_announcing: u64,
+    pub walks_looking_up: u64,
     /// The process's RSS and every node's counters after the lookups, before any hold.
     pub rss_bytes: u64,
     pub stats: Vec<RouterStats>,
@@ -100,6 +106,9 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "join_seconds": m.join.as_secs_f64(),
         "nodes_without_completed_bootstrap": m.not_bootstrapped,
         "announce_seconds": m.announce.as_secs_f64(),
+        "lookups_seconds": m.lookups_took.as_secs_f64(),
+        "walks_while_announcing": m.walks_announcing,
+        "walks_while_looking_up": m.walks_looking_up,
         "hold": m.held.as_ref().map(|h| held(args, inventory, h)),
         "tuning": {
             "replication_factor": args.dht.replication_factor.get(),
@@ -149,7 +158,8 @@ pub fn summary(f: &Value) -> String {
     let mut line = format!(
         "{} nodes × {} keys: lookups {} (remote {}), success {:.4}; remote p50 {:.2} ms, p99 {:.2} ms; \
          requests/lookup {:.2} (remote {:.2}); delivery {:.4}; connections/node max {}; \
-         RSS/node {:.2} MB; re-provide {:.0} KB/node/hour; join {:.1} s, announce {:.1} s",
+         RSS/node {:.2} MB; re-provide {:.0} KB/node/hour; join {:.1} s, announce {:.1} s, \
+         lookups {:.1} s ({} walks meanwhile)",
         f["nodes"],
         f["digests_per_node"],
         f["lookups"],
@@ -168,6 +178,8 @@ pub fn summary(f: &Value) -> String {
             / 1e3,
         f["join_seconds"].as_f64().unwrap_or(0.0),
         f["announce_seconds"].as_f64().unwrap_or(0.0),
+        f["lookups_seconds"].as_f64().unwrap_or(0.0),
+        f["walks_while_looking_up"],
     );
     let hold = |name: &str| f["hold"][name].as_f64().unwrap_or(f64::NAN);
     if !f["hold"].is_null() {

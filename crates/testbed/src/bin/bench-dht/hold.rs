@@ -28,7 +28,8 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn of(stats: &[RouterStats]) -> Totals {
+    /// Every node's counters added up.
+    pub fn of(stats: &[RouterStats]) -> Totals {
         let sum = |f: fn(&RouterStats) -> u64| stats.iter().map(f).sum();
         Totals {
             announcements: sum(|s| s.announcements),
@@ -42,18 +43,24 @@ impl Totals {
         }
     }
 
-    /// What grew from `before` to `self`.
-    fn since(self, before: Totals) -> Totals {
+    /// What grew from `before` to `self` (the counters only grow; a smaller one reads 0).
+    pub fn since(self, before: Totals) -> Totals {
+        let grew = |now: u64, then: u64| now.saturating_sub(then);
         Totals {
-            announcements: self.announcements - before.announcements,
-            announcements_timed_out: self.announcements_timed_out - before.announcements_timed_out,
-            announcement_requests: self.announcement_requests - before.announcement_requests,
-            add_providers_stored: self.add_providers_stored - before.add_providers_stored,
-            requests_served: self.requests_served - before.requests_served,
-            walks: self.walks - before.walks,
-            connections_closed_for_room: self.connections_closed_for_room
-                - before.connections_closed_for_room,
-            connections_denied: self.connections_denied - before.connections_denied,
+            announcements: grew(self.announcements, before.announcements),
+            announcements_timed_out: grew(
+                self.announcements_timed_out,
+                before.announcements_timed_out,
+            ),
+            announcement_requests: grew(self.announcement_requests, before.announcement_requests),
+            add_providers_stored: grew(self.add_providers_stored, before.add_providers_stored),
+            requests_served: grew(self.requests_served, before.requests_served),
+            walks: grew(self.walks, before.walks),
+            connections_closed_for_room: grew(
+                self.connections_closed_for_room,
+                before.connections_closed_for_room,
+            ),
+            connections_denied: grew(self.connections_denied, before.connections_denied),
         }
     }
 }
@@ -67,15 +74,16 @@ pub struct Held {
     pub bytes: Option<u64>,
 }
 
-/// Keeps every node running for `duration` without asking anything, and counts.
-/// `bytes_sent` reads the network namespace's byte counter (`None`: not counted).
+/// Keeps every node running for `duration` without asking anything, and counts from
+/// `before` (the counters when the lookups ended). `bytes_sent` reads the network
+/// namespace's byte counter (`None`: not counted).
 pub async fn hold(
     nodes: &Nodes,
+    before: Totals,
     duration: Duration,
     bytes_sent: impl Fn() -> Result<Option<u64>>,
 ) -> Result<Held> {
     let started = Instant::now();
-    let before = Totals::of(&nodes.stats().await?);
     let bytes_before = bytes_sent()?;
     let end = started + duration;
     while Instant::now() < end {

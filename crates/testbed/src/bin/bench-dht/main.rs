@@ -41,7 +41,7 @@ mod plot;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
@@ -51,6 +51,7 @@ use spegel_serve::parse_duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::figures::Measured;
+use crate::hold::Totals;
 use crate::inventory::Inventory;
 use crate::nodes::Nodes;
 
@@ -174,27 +175,37 @@ async fn main() -> Result<()> {
     let inventory = Inventory::new(args.nodes, args.digests_per_node);
     let nodes = Nodes::start(&args, &shutdown).await?;
     eprintln!("{} nodes joined in {:.1?}", args.nodes, nodes.join);
+    // Walks are read at each phase's start: in one process every router's walks share the
+    // CPU with the phase's own work, and slow lookups are read against them.
+    let joined = Totals::of(&nodes.stats().await?);
     let sent = loopback_bytes()?;
     let announce = nodes.announce(&args, &inventory).await?;
     let announce_bytes = loopback_bytes()? - sent;
     eprintln!("announced in {announce:.1?}");
     tokio::time::sleep(args.settle).await;
+    let announced = Totals::of(&nodes.stats().await?);
+    let looking_up = Instant::now();
     let lookups = lookups::run(&args, &nodes.routers, &inventory).await?;
+    let lookups_took = looking_up.elapsed();
     // The figures of the phases so far are read before the hold adds to the counters.
     let rss_bytes = rss_bytes()?;
     let stats = nodes.stats().await?;
+    let looked_up = Totals::of(&stats);
     let held = if args.hold.is_zero() {
         None
     } else {
         let memory = args.memory;
         let bytes_sent = || (!memory).then(loopback_bytes).transpose();
-        Some(hold::hold(&nodes, args.hold, bytes_sent).await?)
+        Some(hold::hold(&nodes, looked_up, args.hold, bytes_sent).await?)
     };
     let measured = Measured {
         join: nodes.join,
         not_bootstrapped: nodes.not_bootstrapped,
         announce,
         announce_bytes,
+        lookups_took,
+        walks_announcing: announced.since(joined).walks,
+        walks_looking_up: looked_up.since(announced).walks,
         private_netns: std::env::var_os(IN_NETNS).is_some(),
         memory: args.memory,
         rss_bytes,
