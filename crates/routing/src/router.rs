@@ -45,7 +45,8 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// A config with Spegel's timings: records live 20 min and are re-announced every 10 min.
+    /// A config whose records live 20 min and are re-announced every 10 min (Spegel
+    /// re-provides every 15 min with records valid ~19 min; see docs/scale.md for the traffic).
     pub fn new(
         listen: SocketAddr,
         keypair: Keypair,
