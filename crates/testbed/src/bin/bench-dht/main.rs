@@ -175,8 +175,8 @@ async fn main() -> Result<()> {
     let inventory = Inventory::new(args.nodes, args.digests_per_node);
     let nodes = Nodes::start(&args, &shutdown).await?;
     eprintln!("{} nodes joined in {:.1?}", args.nodes, nodes.join);
-    // Walks are read at each phase's start: in one process every router's walks share the
-    // CPU with the phase's own work, and slow lookups are read against them.
+    // The counters are read between the phases: in one process every router's walks share
+    // the CPU with the phase's own work, and slow lookups are read against them.
     let joined = Totals::of(&nodes.stats().await?);
     let sent = loopback_bytes()?;
     let announce = nodes.announce(&args, &inventory).await?;
