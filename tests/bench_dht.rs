@@ -107,6 +107,52 @@ async fn the_hold_measures_re_announcements_on_the_routers_schedule() -> Result<
     Ok(())
 }
 
+/// A node with many keys announces them in a sweep (`crates/routing/src/swarm/sweep.rs`):
+/// a few walks per region of the key space and one batch per peer instead of a walk and 20
+/// ADD_PROVIDERs per key. 30 routers with 300 keys each (above the sweep's 64) announce in
+/// sweeps, every lookup finds a holder, every record arrives, and with a 20 s interval the
+/// hold sees every node re-announce in sweeps again.
+#[tokio::test]
+#[ignore = "30 routers in one process for about a minute; run with --include-ignored"]
+async fn many_keys_are_announced_in_sweeps_and_found() -> Result<()> {
+    let f = bench(&[
+        "--nodes",
+        "30",
+        "--digests-per-node",
+        "300",
+        "--lookups",
+        "60",
+        "--republish-interval",
+        "20s",
+        "--hold",
+        "40s",
+        "--announce-window",
+        "3000",
+    ])
+    .await?;
+    let number = |name: &str| f[name].as_f64().unwrap_or(f64::NAN);
+
+    assert_eq!(number("lookup_success_rate"), 1.0, "{f:#}");
+    assert!(number("sweeps") >= 30.0, "{f:#}");
+    assert_eq!(number("batches_failed"), 0.0, "{f:#}");
+    assert!(number("provide_delivery_rate") >= 0.999, "{f:#}");
+    assert_eq!(number("records_refused"), 0.0, "{f:#}");
+    assert_eq!(number("announcements_timed_out"), 0.0, "{f:#}");
+    // A key announced alone costs ~40 requests at 30 nodes; in a sweep well under one.
+    assert!(number("requests_per_announcement") < 2.0, "{f:#}");
+    let hold = &f["hold"];
+    assert!(hold["sweeps"].as_u64().unwrap() >= 30, "{f:#}");
+    assert!(hold["announcements"].as_u64().unwrap() >= 30 * 300, "{f:#}");
+    assert_eq!(hold["batches_failed"], 0, "{f:#}");
+    // Counted when placed, stored when the batch arrives: a sweep running as the hold ends
+    // shows as a few records short.
+    assert!(
+        hold["provide_delivery_rate"].as_f64().unwrap() >= 0.99,
+        "{f:#}"
+    );
+    Ok(())
+}
+
 /// The routers' own routing-table walks are counted per phase: in one process they take CPU
 /// from the announcements and lookups (docs/scale.md, "N = 1,000, three runs"). With a 2 s
 /// walk interval every router walks every 1.5-2.5 s, so the announce phase and the 3 s settle

@@ -25,15 +25,18 @@ use crate::tuning::next_walk_in;
 use crate::{BootstrapPeer, Error, Key, Provider, Result, RouterConfig, RouterStats};
 
 mod announce;
+mod batch;
 mod lookup;
 mod reannounce;
 mod room;
 mod summary;
+mod sweep;
 
 use announce::AnnounceQueue;
 use lookup::Lookup;
 use reannounce::Reannounce;
 use room::{MakeRoom, RoomLimits};
+use sweep::{SWEEP_MIN_KEYS, Sweep};
 
 /// The Kademlia protocol name, as Spegel uses it.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/spegel/kad/1.0.0");
@@ -70,6 +73,7 @@ struct Behaviour {
     limits: connection_limits::Behaviour,
     kad: MakeRoom<kad::Behaviour<ProviderStore>>,
     identify: identify::Behaviour,
+    batch: batch::Behaviour,
 }
 
 /// What we know of a peer: where it connects from and which port its registry uses. Kept
@@ -93,6 +97,16 @@ struct Task {
     /// When each advertised key is announced again, and the mean interval.
     reannounce: Reannounce,
     republish_interval: Duration,
+    /// How long other nodes' records stored from our batches last (as `ADD_PROVIDER`'s).
+    provider_ttl: Duration,
+    /// Nodes each key is announced to (Kademlia's `k`).
+    replication_factor: usize,
+    /// The sweep running ([`sweep`]), its walk, the keys for the next one, and the
+    /// batches in flight with their keys.
+    sweep: Option<Sweep>,
+    sweep_walk: Option<QueryId>,
+    sweep_next: Vec<Key>,
+    batches: HashMap<libp2p::request_response::OutboundRequestId, Vec<Key>>,
     /// Completes with a lookup's ID when its caller drops the providers receiver.
     abandoned: FuturesUnordered<BoxFuture<'static, QueryId>>,
     addresses: AddressPolicy,
@@ -165,6 +179,7 @@ pub(crate) async fn spawn(
                     .with_agent_version(agent),
             );
             Behaviour {
+                batch: batch::behaviour(),
                 limits: connection_limits::Behaviour::new(limits),
                 kad: MakeRoom::new(
                     kad,
@@ -212,6 +227,12 @@ pub(crate) async fn spawn(
         announcing: AnnounceQueue::default(),
         reannounce: Reannounce::default(),
         republish_interval: config.republish_interval,
+        provider_ttl: config.provider_ttl,
+        replication_factor: config.dht.replication_factor.get(),
+        sweep: None,
+        sweep_walk: None,
+        sweep_next: Vec::new(),
+        batches: HashMap::new(),
         abandoned: FuturesUnordered::new(),
         addresses,
         peer_count,
@@ -269,10 +290,8 @@ impl Task {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Advertise(keys) => {
-                for key in keys {
-                    self.advertised.insert(key.clone());
-                    self.provide(key);
-                }
+                self.advertised.extend(keys.iter().cloned());
+                self.announce_many(keys);
             }
             Command::Withdraw(keys) => {
                 for key in keys {
@@ -298,7 +317,10 @@ impl Task {
                 self.stats.connections_closed_for_room = self.swarm.behaviour().kad.closed();
                 let pending = self.announcing.waiting()
                     + self.announcing.running()
-                    + self.unannounced_keys.len();
+                    + self.unannounced_keys.len()
+                    + self.sweep.as_ref().map_or(0, Sweep::remaining)
+                    + self.sweep_next.len()
+                    + self.batches.values().map(Vec::len).sum::<usize>();
                 self.stats.announcements_pending = pending as u64;
                 let _ = reply.send(self.stats.clone());
             }
@@ -339,13 +361,28 @@ impl Task {
         }
     }
 
-    /// Queues the advertised keys whose time to be announced again has come.
+    /// Announces again the advertised keys whose time has come. A sweep's keys come due
+    /// together; keys announced one by one that are due within the next quarter interval
+    /// join them (announced again at least half an interval after their last time, well
+    /// inside the TTL), as do all keys due soon once there are enough for a sweep.
     fn announce_due(&mut self) {
-        for key in self.reannounce.take_due(Instant::now()) {
-            if self.advertised.contains(&key) {
-                self.provide(key);
-            }
+        let now = Instant::now();
+        if !self.reannounce.any_due(now) {
+            return;
         }
+        let soon = now + self.republish_interval / 4;
+        let by = if self.sweep.is_none() && self.reannounce.due_by(soon) >= SWEEP_MIN_KEYS {
+            soon
+        } else {
+            now
+        };
+        let keys: Vec<Key> = self
+            .reannounce
+            .take_due(by)
+            .into_iter()
+            .filter(|key| self.advertised.contains(key))
+            .collect();
+        self.announce_many(keys);
     }
 
     /// Announces again a few of the keys whose announcement failed.
@@ -426,6 +463,7 @@ impl Task {
                 ..
             })) => self.on_identified(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Batch(event)) => self.on_batch(event),
             SwarmEvent::IncomingConnectionError {
                 error: ListenError::Denied { .. },
                 ..
@@ -491,9 +529,11 @@ impl Task {
                     info!(peers = self.routing_table_size(), "joined the DHT");
                     // Records announced before we had peers reached nobody.
                     let keys: Vec<Key> = self.advertised.iter().cloned().collect();
-                    for key in keys {
-                        self.provide(key);
-                    }
+                    self.announce_many(keys);
+                }
+                QueryResult::GetClosestPeers(result) => {
+                    let peers = result.ok().map(|ok| ok.peers);
+                    self.sweep_walked(id, peers, stats.num_requests());
                 }
                 QueryResult::StartProviding(Ok(done)) => {
                     if let Some(key) = Key::from_record_key(done.key.as_ref()) {
@@ -518,6 +558,49 @@ impl Task {
                 _ => {}
             },
             _ => {}
+        }
+    }
+
+    fn on_batch(&mut self, event: libp2p::request_response::Event<batch::Batch, u32>) {
+        use libp2p::request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let stored = self.store_batch(peer, request);
+                // The peer may be gone already; nothing to do then.
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .batch
+                    .send_response(channel, stored);
+            }
+            Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.batch_answered(request_id, Some(response)),
+            Event::OutboundFailure {
+                request_id,
+                error,
+                peer,
+                ..
+            } => {
+                debug!(%peer, %error, "provider batch failed");
+                self.batch_answered(request_id, None);
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "provider batch from a peer failed");
+            }
+            Event::ResponseSent { .. } => {}
         }
     }
 

@@ -9,7 +9,8 @@
 //! after its announcement started, through the same queue. Keys announced over a few
 //! minutes (a node's whole inventory at start, paced by the queue) stay spread over the
 //! interval, and the record never outlives its TTL on other nodes: re-announced at the
-//! latest one interval after the last, like libp2p's job.
+//! latest one interval after the last, like libp2p's job. Keys a sweep announced
+//! ([`super::sweep`]) share one time, so the next round is one sweep again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -34,9 +35,28 @@ impl Reannounce {
         );
     }
 
+    /// `keys` were announced together now (a sweep): announce them again together, 3/4 to
+    /// 1 `interval` from now (one draw for all, so the next round is one sweep again).
+    pub(super) fn announced_together(&mut self, keys: &[Key], now: Instant, interval: Duration) {
+        let when = now + spread(interval, crate::tuning::random_fraction());
+        for key in keys {
+            self.set(key.clone(), when);
+        }
+    }
+
     fn set(&mut self, key: Key, when: Instant) {
         self.at.insert(key, when);
         self.earliest = Some(self.earliest.map_or(when, |e| e.min(when)));
+    }
+
+    /// Whether some key is due by `now`.
+    pub(super) fn any_due(&self, now: Instant) -> bool {
+        self.earliest.is_some_and(|e| e <= now)
+    }
+
+    /// Keys due by `when`.
+    pub(super) fn due_by(&self, when: Instant) -> usize {
+        self.at.values().filter(|at| **at <= when).count()
     }
 
     /// `key` was withdrawn: never again.
@@ -105,6 +125,20 @@ mod tests {
         assert_eq!(schedule.len(), 0);
         assert_eq!(spread(interval, 0.0), Duration::from_secs(450));
         assert_eq!(spread(interval, 1.0), interval);
+    }
+
+    #[test]
+    fn keys_announced_together_come_due_together() {
+        let (start, interval) = (Instant::now(), Duration::from_secs(600));
+        let mut schedule = Reannounce::default();
+        let keys: Vec<Key> = (0..100).map(digest).collect();
+        schedule.announced_together(&keys, start, interval);
+        let at = *schedule.at.values().next().unwrap();
+        assert!(schedule.at.values().all(|when| *when == at));
+        assert!(at >= start + Duration::from_secs(450) && at <= start + interval);
+        assert!(!schedule.any_due(at - Duration::from_millis(1)));
+        assert_eq!(schedule.due_by(at), 100);
+        assert_eq!(schedule.take_due(at).len(), 100);
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "announcements_refused": sum(&|s| s.announcements_refused),
         "records_refused": sum(&|s| s.records_refused),
         "requests_per_announcement": ratio(announce_requests, announcements),
+        "sweeps": sum(&|s| s.sweeps),
+        "sweep_walks": sum(&|s| s.sweep_walks),
+        "batches_sent": sum(&|s| s.batches_sent),
+        "batches_failed": sum(&|s| s.batches_failed),
+        "batch_records_sent": sum(&|s| s.batch_records_sent),
+        "batch_records_acknowledged": sum(&|s| s.batch_records_acknowledged),
         "provide_delivery_rate": delivery,
         "connections_per_node_max": m.stats.iter().map(|s| s.connections_peak).max(),
         "connections_per_node_peak_median": median(m.stats.iter().map(|s| s.connections_peak)),
@@ -146,6 +152,8 @@ fn held(args: &Args, inventory: &Inventory, h: &Held) -> Value {
         "requests_per_announcement": ratio(g.announcement_requests, g.announcements),
         "provide_delivery_rate": ratio(g.add_providers_stored, sent),
         "walks_per_node_per_hour": per_node_hour(g.walks),
+        "sweeps": g.sweeps,
+        "batches_failed": g.batches_failed,
         "requests_served_per_node_per_hour": per_node_hour(g.requests_served),
         "connections_closed_for_room": g.connections_closed_for_room,
         "connections_denied": g.connections_denied,
@@ -157,7 +165,8 @@ fn held(args: &Args, inventory: &Inventory, h: &Held) -> Value {
 pub fn summary(f: &Value) -> String {
     let mut line = format!(
         "{} nodes × {} keys: lookups {} (remote {}), success {:.4}; remote p50 {:.2} ms, p99 {:.2} ms; \
-         requests/lookup {:.2} (remote {:.2}); delivery {:.4}; connections/node max {}; \
+         requests/lookup {:.2} (remote {:.2}); requests/announcement {:.1} ({} sweeps, {} walks, \
+         {} batches, {} failed); delivery {:.4}; connections/node max {}; \
          RSS/node {:.2} MB; re-provide {:.0} KB/node/hour; join {:.1} s, announce {:.1} s, \
          lookups {:.1} s ({} walks meanwhile)",
         f["nodes"],
@@ -169,6 +178,11 @@ pub fn summary(f: &Value) -> String {
         f["remote_p99_ms"].as_f64().unwrap_or(f64::NAN),
         f["requests_per_lookup"].as_f64().unwrap_or(f64::NAN),
         f["remote_requests_per_lookup"].as_f64().unwrap_or(f64::NAN),
+        f["requests_per_announcement"].as_f64().unwrap_or(f64::NAN),
+        f["sweeps"],
+        f["sweep_walks"],
+        f["batches_sent"],
+        f["batches_failed"],
         f["provide_delivery_rate"].as_f64().unwrap_or(f64::NAN),
         f["connections_per_node_max"],
         f["rss_mb_per_node"].as_f64().unwrap_or(f64::NAN),

@@ -23,6 +23,8 @@ pub struct Totals {
     pub add_providers_stored: u64,
     pub requests_served: u64,
     pub walks: u64,
+    pub sweeps: u64,
+    pub batches_failed: u64,
     pub connections_closed_for_room: u64,
     pub connections_denied: u64,
 }
@@ -38,6 +40,8 @@ impl Totals {
             add_providers_stored: sum(|s| s.add_providers_stored),
             requests_served: sum(|s| s.requests_served),
             walks: sum(|s| s.walks),
+            sweeps: sum(|s| s.sweeps),
+            batches_failed: sum(|s| s.batches_failed),
             connections_closed_for_room: sum(|s| s.connections_closed_for_room),
             connections_denied: sum(|s| s.connections_denied),
         }
@@ -56,6 +60,8 @@ impl Totals {
             add_providers_stored: grew(self.add_providers_stored, before.add_providers_stored),
             requests_served: grew(self.requests_served, before.requests_served),
             walks: grew(self.walks, before.walks),
+            sweeps: grew(self.sweeps, before.sweeps),
+            batches_failed: grew(self.batches_failed, before.batches_failed),
             connections_closed_for_room: grew(
                 self.connections_closed_for_room,
                 before.connections_closed_for_room,

@@ -152,7 +152,9 @@ impl Nodes {
 
     /// Announces every node's keys, keeping at most `--announce-window` announcements
     /// pending (queued, running or to be made again, as the routers count them) across the
-    /// cluster, and waits until none is. Returns how long it took.
+    /// cluster, and waits until none is. Returns how long it took. A node gets its keys in
+    /// one piece, as spegel-node's advertiser hands over a node's inventory at start (so a
+    /// node with many keys announces them in a sweep), when the window has room.
     ///
     /// The window stands in for each node's own CPU: every router here shares this
     /// machine's cores, so the more announcements run at once, the longer each takes, and
@@ -195,15 +197,11 @@ impl Nodes {
             }
             let mut room = args.announce_window.saturating_sub(pending as usize);
             while room > 0
-                && let Some((i, mut keys)) = left.pop()
+                && let Some((i, keys)) = left.pop()
             {
-                let now: Vec<Key> = keys.drain(..room.min(keys.len())).collect();
-                room -= now.len();
-                issued += now.len();
-                self.routers[i].advertise(now).await?;
-                if !keys.is_empty() {
-                    left.push((i, keys));
-                }
+                room = room.saturating_sub(keys.len());
+                issued += keys.len();
+                self.routers[i].advertise(keys).await?;
             }
             tokio::time::sleep(poll_interval(self.routers.len())).await;
         }

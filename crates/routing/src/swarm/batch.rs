@@ -1,0 +1,249 @@
+//! `/spegel/provide/1.0.0`: many provider records in one request, for the re-announcement
+//! sweep ([`super::sweep`]).
+//!
+//! Kademlia's `ADD_PROVIDER` carries one key, so a node that re-announces 2,000 digests to
+//! the 20 nodes closest to each sends 40,000 of them. The sweep instead works out which keys
+//! each peer should hold and sends each peer its keys at once: one request with up to
+//! [`MAX_KEYS`] record keys and the sender's addresses, answered with how many records the
+//! receiver's store kept. The receiver stores each as Kademlia would store an
+//! `ADD_PROVIDER` from that peer (same store, same TTL, same quotas), so lookups find them
+//! through the ordinary `GET_PROVIDERS`.
+//!
+//! The provider is the peer the connection authenticated, never a field of the request, so
+//! nobody can announce for somebody else; addresses whose IP is not the one the peer
+//! connected from are dropped. Requests are read with a size cap, and a peer has at most
+//! [`MAX_STREAMS`] requests open per connection.
+//!
+//! Wire format (big-endian): `u16` address count, then each address as `u16` length and
+//! bytes; `u16` key count, then each key the same way. The answer is a `u32`.
+
+use std::io;
+use std::time::Duration;
+
+use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::kad::RecordKey;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::{Multiaddr, StreamProtocol};
+
+/// The protocol name.
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/spegel/provide/1.0.0");
+/// Record keys per request.
+pub(crate) const MAX_KEYS: usize = 512;
+/// Addresses per request (as many as a provider record keeps, and a few more).
+const MAX_ADDRESSES: usize = 8;
+/// The largest request read: [`MAX_KEYS`] keys of ~70 bytes (digests) fit many times over;
+/// a request of long tag keys is cut by the sender at this size, not by the count.
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// One address or key.
+const MAX_ITEM_BYTES: usize = 1024;
+/// Requests open per connection, each way.
+const MAX_STREAMS: usize = 8;
+/// How long a request may take, answer included.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A batch of provider records from the requesting peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub addresses: Vec<Multiaddr>,
+    pub keys: Vec<RecordKey>,
+}
+
+impl Batch {
+    /// Bytes this batch takes on the wire.
+    pub(crate) fn encoded_len(&self) -> usize {
+        let addresses: usize = self.addresses.iter().map(|a| 2 + a.len()).sum();
+        let keys: usize = self.keys.iter().map(|k| 2 + k.as_ref().len()).sum();
+        4 + addresses + keys
+    }
+
+    fn encode(&self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        put_items(
+            &mut out,
+            self.addresses.iter().map(|a| a.to_vec()),
+            MAX_ADDRESSES,
+        )?;
+        put_items(&mut out, self.keys.iter().map(|k| k.to_vec()), MAX_KEYS)?;
+        if out.len() > MAX_REQUEST_BYTES {
+            return Err(invalid("batch larger than the request limit"));
+        }
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> io::Result<Batch> {
+        let mut rest = bytes;
+        let addresses = take_items(&mut rest, MAX_ADDRESSES)?
+            .into_iter()
+            .map(|b| Multiaddr::try_from(b.to_vec()).map_err(|e| invalid(&e.to_string())))
+            .collect::<io::Result<Vec<_>>>()?;
+        let keys = take_items(&mut rest, MAX_KEYS)?
+            .into_iter()
+            .map(|b| RecordKey::new(&b))
+            .collect();
+        if !rest.is_empty() {
+            return Err(invalid("bytes after the keys"));
+        }
+        Ok(Batch { addresses, keys })
+    }
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+fn put_items(
+    out: &mut Vec<u8>,
+    items: impl ExactSizeIterator<Item = Vec<u8>>,
+    max: usize,
+) -> io::Result<()> {
+    if items.len() > max {
+        return Err(invalid("too many items in a batch"));
+    }
+    out.extend_from_slice(&(items.len() as u16).to_be_bytes());
+    for item in items {
+        if item.len() > MAX_ITEM_BYTES {
+            return Err(invalid("item too long"));
+        }
+        out.extend_from_slice(&(item.len() as u16).to_be_bytes());
+        out.extend_from_slice(&item);
+    }
+    Ok(())
+}
+
+fn take_items<'a>(rest: &mut &'a [u8], max: usize) -> io::Result<Vec<&'a [u8]>> {
+    let count = usize::from(take_u16(rest)?);
+    if count > max {
+        return Err(invalid("too many items in a batch"));
+    }
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = usize::from(take_u16(rest)?);
+        if len > MAX_ITEM_BYTES || len > rest.len() {
+            return Err(invalid("item length past the limit or the request"));
+        }
+        let (item, after) = rest.split_at(len);
+        items.push(item);
+        *rest = after;
+    }
+    Ok(items)
+}
+
+fn take_u16(rest: &mut &[u8]) -> io::Result<u16> {
+    let Some((bytes, after)) = rest.split_first_chunk::<2>() else {
+        return Err(invalid("request cut short"));
+    };
+    *rest = after;
+    Ok(u16::from_be_bytes(*bytes))
+}
+
+/// Reads and writes [`Batch`]es and their answers.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Codec;
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Batch;
+    type Response = u32;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Batch>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut bytes = Vec::new();
+        io.take(MAX_REQUEST_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .await?;
+        if bytes.len() > MAX_REQUEST_BYTES {
+            return Err(invalid("request larger than the limit"));
+        }
+        Batch::decode(&bytes)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<u32>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        let mut bytes = [0; 4];
+        io.read_exact(&mut bytes).await?;
+        Ok(u32::from_be_bytes(bytes))
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        batch: Batch,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&batch.encode()?).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        stored: u32,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&stored.to_be_bytes()).await?;
+        io.close().await
+    }
+}
+
+/// The behaviour: every node both sends and answers batches.
+pub(crate) type Behaviour = request_response::Behaviour<Codec>;
+
+pub(crate) fn behaviour() -> Behaviour {
+    request_response::Behaviour::with_codec(
+        Codec,
+        [(PROTOCOL, ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(TIMEOUT)
+            .with_max_concurrent_streams(MAX_STREAMS),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(keys: usize) -> Batch {
+        Batch {
+            addresses: vec!["/ip4/10.0.0.1/tcp/5001".parse().unwrap()],
+            keys: (0..keys)
+                .map(|i| RecordKey::new(&format!("sha256:{i:064x}")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_back_as_written() {
+        let sent = batch(MAX_KEYS);
+        let bytes = sent.encode().unwrap();
+        assert_eq!(bytes.len(), sent.encoded_len());
+        assert_eq!(Batch::decode(&bytes).unwrap(), sent);
+    }
+
+    #[test]
+    fn malformed_or_oversized_batches_are_refused() {
+        assert!(batch(MAX_KEYS + 1).encode().is_err());
+        let bytes = batch(3).encode().unwrap();
+        for cut in 0..bytes.len() {
+            assert!(Batch::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Batch::decode(&trailing).is_err());
+        // A count past the limit is refused before anything is allocated for it.
+        let mut many = 0u16.to_be_bytes().to_vec();
+        many.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert!(Batch::decode(&many).is_err());
+        let not_an_address = [0, 1, 0, 2, 0xff, 0xff, 0, 0];
+        assert!(Batch::decode(&not_an_address).is_err());
+    }
+}
