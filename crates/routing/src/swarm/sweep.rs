@@ -42,9 +42,14 @@ use crate::Key;
 pub(super) const SWEEP_MIN_KEYS: usize = 64;
 /// Batches one node has in flight at once; the sweep waits for answers past this.
 const MAX_BATCHES_IN_FLIGHT: usize = 32;
-/// The longest prefix a walk target is searched for (about 2^bits hashes): 16 bits is a
-/// region of a network of ~1.5 million nodes, far past any cluster.
-const MAX_TARGET_BITS: u32 = 16;
+/// The longest prefix a walk target is searched for (2^bits hashes on average, at most 16
+/// times that: ~5 ms and ~80 ms on the swarm task at 14 bits). A region of k nodes has a
+/// prefix of about log2(N / k) bits and its parts a few more: 14 bits is far past 10,000
+/// nodes.
+const MAX_TARGET_BITS: u32 = 14;
+/// Walks one region may take. Honest networks need 2 or 3; peers that answer walks with
+/// made-up nodes could otherwise keep a region from ever being covered.
+const MAX_WALKS_PER_REGION: u32 = 12;
 
 /// A point of the Kademlia key space: the SHA-256 of a key, a peer ID, or a walk target.
 pub(super) type Point = [u8; 32];
@@ -158,8 +163,9 @@ struct Region {
     /// Set by the first walk: the region and the index past its last key.
     prefix: Option<Prefix>,
     end: usize,
-    /// The walk running: where it goes.
+    /// The walk running: where it goes; and the walks made.
     walking: Option<Point>,
+    walks: u32,
     failed: bool,
     known: HashMap<PeerId, (Point, Vec<Multiaddr>)>,
     covered: Vec<Prefix>,
@@ -216,6 +222,7 @@ impl Sweep {
                 prefix: None,
                 end: self.next + 1,
                 walking: Some(point_of(&target)),
+                walks: 1,
                 failed: false,
                 known: HashMap::new(),
                 covered: Vec::new(),
@@ -226,9 +233,11 @@ impl Sweep {
             return self.give_back();
         };
         match uncovered_in(prefix, &region.covered) {
+            Some(_) if region.walks >= MAX_WALKS_PER_REGION => self.give_back(),
             Some(part) => match target_in(part, self.salt) {
                 Some(target) => {
                     region.walking = Some(point_of(&target));
+                    region.walks += 1;
                     Step::Walk(target)
                 }
                 None => self.give_back(),
@@ -690,7 +699,10 @@ mod tests {
         };
         let target = target_in(prefix, 3).unwrap();
         assert!(prefix.contains(&point_of(&target)));
-        let too_long = Prefix { bits: 40, ..prefix };
+        let too_long = Prefix {
+            bits: MAX_TARGET_BITS + 1,
+            ..prefix
+        };
         assert_eq!(target_in(too_long, 3), None);
     }
 
