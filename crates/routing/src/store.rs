@@ -15,13 +15,17 @@ use std::collections::{HashMap, hash_map};
 use std::iter;
 use std::time::{Duration, Instant};
 
+use libp2p::PeerId;
 use libp2p::kad::store::{Error, RecordStore, Result};
 use libp2p::kad::{ProviderRecord, Record, RecordKey};
-use libp2p::{Multiaddr, PeerId};
 use tracing::{debug, warn};
 
 use crate::Key;
 use crate::addrs::AddressPolicy;
+
+mod others;
+
+use others::{Added, Full, Others};
 
 /// How often expired records of others are removed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -43,8 +47,8 @@ pub(crate) struct StoreLimits {
 
 impl Default for StoreLimits {
     /// 100k own keys; 100k records of others, 20k per peer, 20 per key. A record of
-    /// others costs ~400 bytes (RSS grew ~650 bytes per record in `bench-dht` at 200 nodes
-    /// with 2,000 keys each, allocator included), so they are bounded near 40-65 MB.
+    /// others takes ~100 bytes ([`others`]: 8 bytes under its key's hash, in a map), so
+    /// they are bounded near 10 MB.
     fn default() -> StoreLimits {
         StoreLimits {
             max_provided_keys: 100_000,
@@ -53,27 +57,6 @@ impl Default for StoreLimits {
             max_providers_per_key: 20,
         }
     }
-}
-
-/// Another node's record of a key.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    provider: PeerId,
-    expires: Option<Instant>,
-}
-
-impl Held {
-    fn is_expired(&self, now: Instant) -> bool {
-        self.expires.is_some_and(|t| now >= t)
-    }
-}
-
-/// What the store keeps per other provider: how many of its records it holds (its quota)
-/// and the addresses its latest record carried.
-#[derive(Debug, Default)]
-struct OtherProvider {
-    records: usize,
-    addresses: Vec<Multiaddr>,
 }
 
 /// Records refused since the store was created; each sweep reports those it has not yet.
@@ -97,13 +80,7 @@ pub(crate) struct ProviderStore {
     limits: StoreLimits,
     addresses: AddressPolicy,
     own: HashMap<RecordKey, ProviderRecord>,
-    /// Others' records by key, without the key (the map's) nor addresses (the provider's),
-    /// in a `Vec` sized for the one provider most keys have: `bench-dht` at 200 nodes with
-    /// 2,000 keys each (40,000 records of others per node) went from 50.3 MB to 34.7 MB per
-    /// node against whole `ProviderRecord`s in a `Vec` grown to four.
-    others: HashMap<RecordKey, Vec<Held>>,
-    per_peer: HashMap<PeerId, OtherProvider>,
-    others_count: usize,
+    others: Others,
     last_sweep: Instant,
     refused: Refused,
     /// `refused` as of the last sweep's report.
@@ -117,9 +94,7 @@ impl ProviderStore {
             limits,
             addresses,
             own: HashMap::new(),
-            others: HashMap::new(),
-            per_peer: HashMap::new(),
-            others_count: 0,
+            others: Others::new(Instant::now()),
             last_sweep: Instant::now(),
             refused: Refused::default(),
             reported: Refused::default(),
@@ -134,7 +109,7 @@ impl ProviderStore {
     /// How many records of other nodes are held.
     #[cfg(test)]
     pub(crate) fn others_count(&self) -> usize {
-        self.others_count
+        self.others.len()
     }
 
     /// Removes expired records of others, at most once a [`SWEEP_INTERVAL`]; logs what was
@@ -144,19 +119,7 @@ impl ProviderStore {
             return;
         }
         self.last_sweep = now;
-        let before = self.others_count;
-        let per_peer = &mut self.per_peer;
-        self.others.retain(|_, records| {
-            records.retain(|r| {
-                let keep = !r.is_expired(now);
-                if !keep {
-                    forget_one(per_peer, &r.provider);
-                }
-                keep
-            });
-            !records.is_empty()
-        });
-        self.others_count = self.others.values().map(Vec::len).sum();
+        let expired = self.others.expire(now);
         let (refused, reported) = (self.refused, self.reported);
         self.reported = refused;
         if refused != reported {
@@ -167,11 +130,7 @@ impl ProviderStore {
                 "refused DHT records from peers in the last minute"
             );
         }
-        debug!(
-            expired = before - self.others_count,
-            held = self.others_count,
-            "swept provider records"
-        );
+        debug!(expired, held = self.others.len(), "swept provider records");
     }
 
     fn add_own(&mut self, record: ProviderRecord) -> Result<()> {
@@ -197,53 +156,17 @@ impl ProviderStore {
         }
         record.addresses.retain(|a| self.addresses.allows(a));
         record.addresses.truncate(MAX_ADDRESSES_PER_RECORD);
-        let held_by_peer = self.per_peer.get(&record.provider).map_or(0, |p| p.records);
-        let providers = self
-            .others
-            .entry(record.key.clone())
-            .or_insert_with(|| Vec::with_capacity(1));
-        if let Some(existing) = providers.iter_mut().find(|p| p.provider == record.provider) {
-            existing.expires = record.expires;
-            if let Some(peer) = self.per_peer.get_mut(&record.provider)
-                && !record.addresses.is_empty()
-            {
-                peer.addresses = record.addresses;
-            }
-            return Ok(());
-        }
-        if providers.len() >= self.limits.max_providers_per_key {
-            // As MemoryStore: the first providers stay (a Sybil flood cannot push them out).
-            return Ok(());
-        }
-        if held_by_peer >= self.limits.max_records_per_peer
-            || self.others_count >= self.limits.max_records
-        {
-            if providers.is_empty() {
-                self.others.remove(&record.key);
-            }
-            self.refused.over_quota += 1;
-            return Err(Error::MaxProvidedKeys);
-        }
-        let peer = self.per_peer.entry(record.provider).or_default();
-        peer.records += 1;
-        if !record.addresses.is_empty() {
-            peer.addresses = record.addresses;
-        }
-        self.others_count += 1;
-        providers.push(Held {
+        let added = Added {
             provider: record.provider,
             expires: record.expires,
-        });
-        Ok(())
-    }
-}
-
-fn forget_one(per_peer: &mut HashMap<PeerId, OtherProvider>, peer: &PeerId) {
-    if let hash_map::Entry::Occupied(mut e) = per_peer.entry(*peer) {
-        let records = &mut e.get_mut().records;
-        *records = records.saturating_sub(1);
-        if *records == 0 {
-            e.remove();
+            addresses: record.addresses,
+        };
+        match self.others.add(&record.key, added, &self.limits) {
+            Ok(()) => Ok(()),
+            Err(Full::Peer | Full::Store) => {
+                self.refused.over_quota += 1;
+                Err(Error::MaxProvidedKeys)
+            }
         }
     }
 }
@@ -289,17 +212,9 @@ impl RecordStore for ProviderStore {
     }
 
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
-        let own = self.own.get(key).cloned();
-        let others = self.others.get(key).into_iter().flatten().map(|held| {
-            let addresses = self.per_peer.get(&held.provider);
-            ProviderRecord {
-                key: key.clone(),
-                provider: held.provider,
-                expires: held.expires,
-                addresses: addresses.map(|p| p.addresses.clone()).unwrap_or_default(),
-            }
-        });
-        own.into_iter().chain(others).collect()
+        let mut records: Vec<ProviderRecord> = self.own.get(key).cloned().into_iter().collect();
+        records.extend(self.others.providers(key));
+        records
     }
 
     fn provided(&self) -> Self::ProvidedIter<'_> {
@@ -311,23 +226,14 @@ impl RecordStore for ProviderStore {
             self.own.remove(key);
             return;
         }
-        if let hash_map::Entry::Occupied(mut e) = self.others.entry(key.clone()) {
-            let records = e.get_mut();
-            if let Some(i) = records.iter().position(|r| r.provider == *provider) {
-                records.swap_remove(i);
-                self.others_count = self.others_count.saturating_sub(1);
-                forget_one(&mut self.per_peer, provider);
-            }
-            if records.is_empty() {
-                e.remove();
-            }
-        }
+        self.others.remove(key, provider);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::Multiaddr;
     use spegel_oci::Digest;
 
     fn store(limits: StoreLimits) -> (ProviderStore, PeerId) {
@@ -482,6 +388,6 @@ mod tests {
         store.remove_provider(&digest_key(1), &peer);
         store.remove_provider(&digest_key(2), &peer);
         store.remove_provider(&digest_key(3), &peer);
-        assert!(store.per_peer.is_empty());
+        assert_eq!(store.others.provider_count(), 0);
     }
 }
