@@ -35,14 +35,16 @@ pub struct RouterStats {
     pub announcements_timed_out: u64,
     pub announcement_requests: u64,
     /// Re-announcement sweeps started (many keys announced with a few walks, see
-    /// `swarm/sweep.rs`), the walks they made, the provider batches they sent and those
-    /// that failed (their keys are then announced one by one), the records those batches
+    /// `swarm/sweep.rs`), the walks they made, the provider batches they sent, those
+    /// that failed (their keys are then announced one by one) and those sent again (their
+    /// connection closed or they timed out), the records those batches
     /// carried and those peers said they kept. A key a sweep placed counts as one announcement once
     /// its batches are answered; walks and batches count as its `announcement_requests`.
     pub sweeps: u64,
     pub sweep_walks: u64,
     pub batches_sent: u64,
     pub batches_failed: u64,
+    pub batches_retried: u64,
     pub batch_records_sent: u64,
     pub batch_records_acknowledged: u64,
     /// Announcements not ended yet: waiting for a slot, running, or to be made again after

@@ -106,7 +106,7 @@ struct Task {
     sweep: Option<Sweep>,
     sweep_walk: Option<QueryId>,
     sweep_next: Vec<Key>,
-    batches: HashMap<libp2p::request_response::OutboundRequestId, Vec<Key>>,
+    batches: HashMap<libp2p::request_response::OutboundRequestId, sweep::InFlight>,
     /// Completes with a lookup's ID when its caller drops the providers receiver.
     abandoned: FuturesUnordered<BoxFuture<'static, QueryId>>,
     addresses: AddressPolicy,
@@ -320,7 +320,7 @@ impl Task {
                     + self.unannounced_keys.len()
                     + self.sweep.as_ref().map_or(0, Sweep::remaining)
                     + self.sweep_next.len()
-                    + self.batches.values().map(Vec::len).sum::<usize>();
+                    + self.batches.values().map(|b| b.keys.len()).sum::<usize>();
                 self.stats.announcements_pending = pending as u64;
                 let _ = reply.send(self.stats.clone());
             }
@@ -572,6 +572,7 @@ impl Task {
                     },
                 ..
             } => {
+                self.swarm.behaviour_mut().kad.heard_from(peer);
                 let stored = self.store_batch(peer, request);
                 // The peer may be gone already; nothing to do then.
                 let _ = self
@@ -587,7 +588,7 @@ impl Task {
                         response,
                     },
                 ..
-            } => self.batch_answered(request_id, Some(response)),
+            } => self.batch_answered(request_id, Ok(response)),
             Event::OutboundFailure {
                 request_id,
                 error,
@@ -595,7 +596,7 @@ impl Task {
                 ..
             } => {
                 debug!(%peer, %error, "provider batch failed");
-                self.batch_answered(request_id, None);
+                self.batch_answered(request_id, Err(&error));
             }
             Event::InboundFailure { peer, error, .. } => {
                 debug!(%peer, %error, "provider batch from a peer failed");

@@ -77,6 +77,9 @@ pub(crate) struct MakeRoom<B> {
     next_check: Instant,
     /// Connections closed to make room, since the start.
     closed: u64,
+    /// Peers with requests of ours outside Kademlia (provider batches) waiting for an
+    /// answer, and how many: their connections are never closed to make room.
+    busy: HashMap<PeerId, u32>,
     waker: Option<Waker>,
 }
 
@@ -89,6 +92,7 @@ impl<B> MakeRoom<B> {
             to_close: Vec::new(),
             next_check: Instant::now(),
             closed: 0,
+            busy: HashMap::new(),
             waker: None,
         }
     }
@@ -100,6 +104,29 @@ impl<B> MakeRoom<B> {
     /// Connections closed to make room since the start.
     pub(crate) fn closed(&self) -> u64 {
         self.closed
+    }
+
+    /// A request of another protocol went to `peer`: its connections stay open until
+    /// [`Self::answered`].
+    pub(crate) fn asked(&mut self, peer: PeerId) {
+        *self.busy.entry(peer).or_default() += 1;
+        self.used_by_peer(peer, Instant::now());
+    }
+
+    /// The answer to a request [`Self::asked`] came (or the request failed).
+    pub(crate) fn answered(&mut self, peer: PeerId) {
+        if let std::collections::hash_map::Entry::Occupied(mut e) = self.busy.entry(peer) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        self.used_by_peer(peer, Instant::now());
+    }
+
+    /// `peer` sent us a request of another protocol: its connections count as used.
+    pub(crate) fn heard_from(&mut self, peer: PeerId) {
+        self.used_by_peer(peer, Instant::now());
     }
 
     fn used(&mut self, connection: ConnectionId) {
@@ -133,7 +160,7 @@ impl<B> MakeRoom<B> {
             return;
         }
         self.next_check = now + CHECK_EVERY;
-        let chosen = choose(&self.open, &self.limits, now);
+        let chosen = choose(&self.open, &self.busy, &self.limits, now);
         for id in &chosen {
             if let Some(open) = self.open.get_mut(id) {
                 open.closing = true;
@@ -149,6 +176,7 @@ impl<B> MakeRoom<B> {
 /// first, only those quiet for `limits.quiet_for`. Fewer (or none) when not enough are quiet.
 fn choose(
     open: &HashMap<ConnectionId, Open>,
+    busy: &HashMap<PeerId, u32>,
     limits: &RoomLimits,
     now: Instant,
 ) -> Vec<ConnectionId> {
@@ -170,6 +198,7 @@ fn choose(
     let mut quiet: Vec<(&ConnectionId, &Open)> = live
         .into_iter()
         .filter(|(_, o)| now.saturating_duration_since(o.last_used) >= limits.quiet_for)
+        .filter(|(_, o)| !busy.contains_key(&o.peer))
         .collect();
     quiet.sort_by_key(|(_, o)| o.last_used);
     let mut chosen = Vec::new();
@@ -370,7 +399,7 @@ mod tests {
     fn a_table_under_both_watermarks_is_left_alone() {
         let now = Instant::now() + Duration::from_secs(3600);
         let open = table(now, &[(100, true), (200, true), (300, false)]);
-        assert!(choose(&open, &limits(), now).is_empty());
+        assert!(choose(&open, &HashMap::new(), &limits(), now).is_empty());
     }
 
     #[test]
@@ -378,7 +407,7 @@ mod tests {
         let now = Instant::now() + Duration::from_secs(3600);
         let ages: Vec<(u64, bool)> = (1..=9).map(|i| (i * 10, false)).collect();
         let open = table(now, &ages);
-        let chosen = choose(&open, &limits(), now);
+        let chosen = choose(&open, &HashMap::new(), &limits(), now);
         let want = [90, 80, 70].map(ConnectionId::new_unchecked);
         assert_eq!(ids(&chosen), ids(&want));
     }
@@ -398,7 +427,7 @@ mod tests {
                 (70, true),
             ],
         );
-        let chosen = choose(&open, &limits(), now);
+        let chosen = choose(&open, &HashMap::new(), &limits(), now);
         let want = [70, 60].map(ConnectionId::new_unchecked);
         assert_eq!(ids(&chosen), ids(&want));
     }
@@ -408,7 +437,7 @@ mod tests {
         let now = Instant::now() + Duration::from_secs(3600);
         let ages: Vec<(u64, bool)> = (1..=9).map(|i| (i, true)).collect();
         let open = table(now, &ages);
-        assert!(choose(&open, &limits(), now).is_empty());
+        assert!(choose(&open, &HashMap::new(), &limits(), now).is_empty());
     }
 
     #[test]
@@ -421,7 +450,19 @@ mod tests {
                 o.closing = true;
             }
         }
-        assert!(choose(&open, &limits(), now).is_empty());
+        assert!(choose(&open, &HashMap::new(), &limits(), now).is_empty());
+    }
+
+    #[test]
+    fn connections_of_a_peer_waiting_for_our_batch_are_never_closed() {
+        let now = Instant::now() + Duration::from_secs(3600);
+        let ages: Vec<(u64, bool)> = (1..=9).map(|i| (i * 10, false)).collect();
+        let open = table(now, &ages);
+        let quietest = open[&ConnectionId::new_unchecked(90)].peer;
+        let busy = HashMap::from([(quietest, 1)]);
+        let chosen = choose(&open, &busy, &limits(), now);
+        let want = [80, 70, 60].map(ConnectionId::new_unchecked);
+        assert_eq!(ids(&chosen), ids(&want));
     }
 
     /// A request to a peer over any of its connections (`NotifyHandler::Any`) makes them

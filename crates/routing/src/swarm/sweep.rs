@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use libp2p::kad::{self, PeerInfo, QueryId};
-use libp2p::request_response::OutboundRequestId;
+use libp2p::request_response::{OutboundFailure, OutboundRequestId};
 use libp2p::{Multiaddr, PeerId};
 use tracing::debug;
 
@@ -47,6 +47,8 @@ const MAX_BATCHES_IN_FLIGHT: usize = 32;
 /// prefix of about log2(N / k) bits and its parts a few more: 14 bits is far past 10,000
 /// nodes.
 const MAX_TARGET_BITS: u32 = 14;
+/// Times a batch is sent when its connection closes or it times out.
+const BATCH_TRIES: u8 = 2;
 /// Walks one region may take. Honest networks need 2 or 3; peers that answer walks with
 /// made-up nodes could otherwise keep a region from ever being covered.
 const MAX_WALKS_PER_REGION: u32 = 12;
@@ -366,6 +368,14 @@ fn distance(a: &Point, b: &Point) -> Point {
     d
 }
 
+/// A batch waiting for its answer: where it went, its keys, and how many times it was sent.
+pub(super) struct InFlight {
+    peer: PeerId,
+    addresses: Vec<Multiaddr>,
+    pub(super) keys: Vec<Key>,
+    tries: u8,
+}
+
 /// Splits one peer's keys into batches under both request limits.
 fn batches_of(addresses: &[Multiaddr], keys: Vec<Key>) -> Vec<Batch> {
     let mut batches = Vec::new();
@@ -484,16 +494,31 @@ impl Task {
                 .iter()
                 .filter_map(|r| Key::from_record_key(r.as_ref()))
                 .collect();
-            let request = self
-                .swarm
-                .behaviour_mut()
-                .batch
-                .send_request_with_addresses(&peer, batch, addresses.clone());
-            self.stats.announcement_requests += 1;
-            self.stats.batches_sent += 1;
-            self.stats.batch_records_sent += keys.len() as u64;
-            self.batches.insert(request, keys);
+            self.send_batch(
+                InFlight {
+                    peer,
+                    addresses: addresses.clone(),
+                    keys,
+                    tries: 1,
+                },
+                batch,
+            );
         }
+    }
+
+    fn send_batch(&mut self, in_flight: InFlight, batch: Batch) {
+        let behaviour = self.swarm.behaviour_mut();
+        // Its connections stay open until the answer (`MakeRoom` sees only Kademlia's use).
+        behaviour.kad.asked(in_flight.peer);
+        let request = behaviour.batch.send_request_with_addresses(
+            &in_flight.peer,
+            batch,
+            in_flight.addresses.clone(),
+        );
+        self.stats.announcement_requests += 1;
+        self.stats.batches_sent += 1;
+        self.stats.batch_records_sent += in_flight.keys.len() as u64;
+        self.batches.insert(request, in_flight);
     }
 
     /// Announces those of `keys` still advertised one by one.
@@ -524,18 +549,49 @@ impl Task {
         self.drive_sweep();
     }
 
-    /// A batch we sent was answered (`stored`: records the peer kept) or failed (`None`):
-    /// its keys are announced again one by one then (to all k nodes: a few records more
-    /// than needed, simpler than a walk per key to one node).
-    pub(super) fn batch_answered(&mut self, request: OutboundRequestId, stored: Option<u32>) {
-        let Some(keys) = self.batches.remove(&request) else {
+    /// A batch we sent was answered (`Ok`: records the peer kept) or failed. A batch whose
+    /// connection closed or that timed out is sent once more; one that failed again, or
+    /// whose peer cannot be reached or does not speak the protocol (an older version), has
+    /// its keys announced one by one (to all k nodes: a few records more than needed,
+    /// simpler than a walk per key to one node).
+    pub(super) fn batch_answered(
+        &mut self,
+        request: OutboundRequestId,
+        answer: Result<u32, &OutboundFailure>,
+    ) {
+        let Some(in_flight) = self.batches.remove(&request) else {
             return;
         };
-        match stored {
-            Some(stored) => self.stats.batch_records_acknowledged += u64::from(stored),
-            None => {
+        self.swarm.behaviour_mut().kad.answered(in_flight.peer);
+        match answer {
+            Ok(stored) => self.stats.batch_records_acknowledged += u64::from(stored),
+            Err(
+                OutboundFailure::ConnectionClosed
+                | OutboundFailure::Timeout
+                | OutboundFailure::Io(_),
+            ) if in_flight.tries < BATCH_TRIES => {
+                let ours: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+                let keys: Vec<Key> = in_flight
+                    .keys
+                    .into_iter()
+                    .filter(|k| self.advertised.contains(k))
+                    .collect();
+                let records = keys.iter().map(Key::record_key).collect();
+                let batch = Batch {
+                    addresses: ours,
+                    keys: records,
+                };
+                let again = InFlight {
+                    keys,
+                    tries: in_flight.tries + 1,
+                    ..in_flight
+                };
+                self.stats.batches_retried += 1;
+                self.send_batch(again, batch);
+            }
+            Err(_) => {
                 self.stats.batches_failed += 1;
-                self.provide_advertised(keys);
+                self.provide_advertised(in_flight.keys);
             }
         }
         self.drive_sweep();

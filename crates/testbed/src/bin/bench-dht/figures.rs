@@ -52,7 +52,9 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
     // average (runs before `reannounce.rs` used the whole interval).
     let per_hour = 3600.0 / (args.republish_interval.as_secs_f64() * 0.875);
     let bytes = |v: Option<f64>| if m.memory { None } else { v };
-    let reprovide = bytes(Some(m.announce_bytes as f64 / n as f64 * per_hour));
+    // Per node that announced (all of them unless `--announcing-nodes`).
+    let announcing = args.announcing_nodes.unwrap_or(n);
+    let reprovide = bytes(Some(m.announce_bytes as f64 / announcing as f64 * per_hour));
     let classes: Vec<Value> = Class::ALL
         .iter()
         .map(|&class| {
@@ -71,6 +73,7 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
     json!({
         "nodes": n,
         "digests_per_node": args.digests_per_node,
+        "announcing_nodes": announcing,
         "distinct_keys": inventory.distinct_keys(),
         "lookups": lookups.len(),
         "lookup_success_rate": success(&lookups.iter().collect::<Vec<_>>()),
@@ -94,6 +97,7 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "sweep_walks": sum(&|s| s.sweep_walks),
         "batches_sent": sum(&|s| s.batches_sent),
         "batches_failed": sum(&|s| s.batches_failed),
+        "batches_retried": sum(&|s| s.batches_retried),
         "batch_records_sent": sum(&|s| s.batch_records_sent),
         "batch_records_acknowledged": sum(&|s| s.batch_records_acknowledged),
         "provide_delivery_rate": delivery,
@@ -139,7 +143,10 @@ fn held(args: &Args, inventory: &Inventory, h: &Held) -> Value {
     let per_node_hour = |v: u64| v as f64 / n as f64 / hours;
     let g = &h.grew;
     let sends_per_announcement = args.dht.replication_factor.get().min(n - 1) as u64;
-    let advertised = (0..n).map(|i| inventory.keys_of(i).len()).sum::<usize>() as f64;
+    let announcing = args.announcing_nodes.unwrap_or(n);
+    let advertised = (0..announcing)
+        .map(|i| inventory.keys_of(i).len())
+        .sum::<usize>() as f64;
     // Once every key is on the schedule: one announcement per 7/8 of the interval.
     let steady = 3600.0 / (args.republish_interval.as_secs_f64() * 0.875);
     let sent = g.announcements * sends_per_announcement;

@@ -41,7 +41,15 @@ pub async fn run(args: &Args, routers: &[Router], inventory: &Inventory) -> Resu
             );
         }
         let class = Class::ALL[n % Class::ALL.len()];
-        let (key, holders) = inventory.key_of_class(class, rng.below(usize::MAX));
+        // A key some announcing node holds, and those of its holders that announced it.
+        let announcing = args.announcing_nodes.unwrap_or(routers.len());
+        let (key, holders) = loop {
+            let (key, mut holders) = inventory.key_of_class(class, rng.below(usize::MAX));
+            holders.retain(|&h| h < announcing);
+            if !holders.is_empty() {
+                break (key, holders);
+            }
+        };
         let asker = loop {
             let candidate = rng.below(routers.len());
             if !holders.contains(&candidate) {

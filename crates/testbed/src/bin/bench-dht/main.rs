@@ -65,6 +65,11 @@ pub struct Args {
     /// Keys each node holds (digests, and one in ten an image tag).
     #[arg(long, env = "BENCH_DHT_DIGESTS_PER_NODE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(5..=100_000).map(|n| n as usize))]
     digests_per_node: usize,
+    /// Only the first M nodes announce their keys; the others route and store records but
+    /// hold nothing, and lookups ask for keys the M hold. What announcing D keys costs each
+    /// node at an N where every node's D would not fit this machine (all nodes by default).
+    #[arg(long, env = "BENCH_DHT_ANNOUNCING_NODES", value_name = "M", value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    announcing_nodes: Option<usize>,
     /// Lookups to time, spread evenly over keys held by 1, 3 and N/2 nodes.
     #[arg(long, env = "BENCH_DHT_LOOKUPS", default_value_t = 300)]
     lookups: usize,
@@ -169,6 +174,11 @@ async fn main() -> Result<()> {
     }
     apply_tuning(&mut args)?;
     ensure!(args.lookups > 0, "--lookups must be at least 1");
+    ensure!(
+        args.announcing_nodes
+            .is_none_or(|m| m >= 3 && m <= args.nodes),
+        "--announcing-nodes must be at least 3 and at most --nodes"
+    );
     raise_fd_limit();
 
     let shutdown = CancellationToken::new();

@@ -162,7 +162,8 @@ impl Nodes {
     pub async fn announce(&self, args: &Args, inventory: &Inventory) -> Result<Duration> {
         let started = Instant::now();
         // Keys not handed to their router yet, router by router, in order.
-        let mut left: Vec<(usize, Vec<Key>)> = (0..self.routers.len())
+        let announcing = args.announcing_nodes.unwrap_or(self.routers.len());
+        let mut left: Vec<(usize, Vec<Key>)> = (0..announcing)
             .map(|i| (i, inventory.keys_of(i)))
             .rev()
             .collect();
