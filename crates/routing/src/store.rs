@@ -47,8 +47,8 @@ pub(crate) struct StoreLimits {
 
 impl Default for StoreLimits {
     /// 100k own keys; 100k records of others, 20k per peer, 20 per key. A record of
-    /// others takes ~100 bytes ([`others`]: 8 bytes under its key's hash, in a map), so
-    /// they are bounded near 10 MB.
+    /// others takes ~100 bytes by layout ([`others`]: 8 bytes under its key's hash, in a
+    /// map), so they are bounded near 10 MB.
     fn default() -> StoreLimits {
         StoreLimits {
             max_provided_keys: 100_000,
