@@ -60,6 +60,14 @@ impl Key {
 /// tag (128) with their separators fit.
 const MAX_KEY_BYTES: usize = 640;
 
+/// Where record-key (or any) `bytes` sit in the Kademlia key space: their SHA-256, what
+/// libp2p's `kbucket::Key` computes for a walk target or a record key.
+pub(crate) fn key_space_point(bytes: &[u8]) -> [u8; 32] {
+    let mut point = [0; 32];
+    point.copy_from_slice(libp2p::kad::KBucketKey::new(bytes.to_vec()).hashed_bytes());
+    point
+}
+
 /// The parsers of [`Key::from_record_key`], one per kind of key.
 const KEY_PARSERS: &[fn(&str) -> Option<Key>] =
     &[parse_digest, parse_in_flight, parse_coming, parse_tag];

@@ -16,14 +16,11 @@ use std::time::{Duration, Instant};
 use libp2p::kad::{ProviderRecord, RecordKey};
 use libp2p::{Multiaddr, PeerId};
 
-/// Where a key sits in the Kademlia key space: the SHA-256 of its bytes (what libp2p's
-/// `kbucket::Key` computes).
+/// Where a key sits in the Kademlia key space ([`crate::key::key_space_point`]).
 type KeyHash = [u8; 32];
 
 fn hash_of(key: &RecordKey) -> KeyHash {
-    let mut hash = [0; 32];
-    hash.copy_from_slice(libp2p::kad::KBucketKey::new(key.clone()).hashed_bytes());
-    hash
+    crate::key::key_space_point(key.as_ref())
 }
 
 /// One record: the provider's number in [`Others::providers`] and when the record expires,

@@ -57,9 +57,7 @@ const MAX_WALKS_PER_REGION: u32 = 12;
 pub(super) type Point = [u8; 32];
 
 pub(super) fn point_of(bytes: &[u8]) -> Point {
-    let mut point = [0; 32];
-    point.copy_from_slice(kad::KBucketKey::new(bytes.to_vec()).hashed_bytes());
-    point
+    crate::key::key_space_point(bytes)
 }
 
 fn point_of_peer(peer: &PeerId) -> Point {
@@ -376,29 +374,28 @@ pub(super) struct InFlight {
     tries: u8,
 }
 
-/// Splits one peer's keys into batches under both request limits.
-fn batches_of(addresses: &[Multiaddr], keys: Vec<Key>) -> Vec<Batch> {
-    let mut batches = Vec::new();
-    let mut current = Batch {
+/// The batch that carries `keys`, with our `addresses`.
+fn batch_of(addresses: &[Multiaddr], keys: &[Key]) -> Batch {
+    Batch {
         addresses: addresses.to_vec(),
-        keys: Vec::new(),
-    };
-    let mut size = current.encoded_len();
+        keys: keys.iter().map(Key::record_key).collect(),
+    }
+}
+
+/// Splits one peer's keys into the keys of batches under both request limits.
+fn batches_of(addresses: &[Multiaddr], keys: Vec<Key>) -> Vec<Vec<Key>> {
+    let empty = batch_of(addresses, &[]).encoded_len();
+    let (mut batches, mut current, mut size) = (Vec::new(), Vec::new(), empty);
     for key in keys {
-        let record = key.record_key();
-        let grows = 2 + record.as_ref().len();
-        if current.keys.len() == batch::MAX_KEYS || size + grows > batch::MAX_REQUEST_BYTES {
-            let full = std::mem::take(&mut current.keys);
-            batches.push(Batch {
-                addresses: addresses.to_vec(),
-                keys: full,
-            });
-            size = current.encoded_len();
+        let grows = 2 + key.record_key().as_ref().len();
+        if current.len() == batch::MAX_KEYS || size + grows > batch::MAX_REQUEST_BYTES {
+            batches.push(std::mem::take(&mut current));
+            size = empty;
         }
         size += grows;
-        current.keys.push(record);
+        current.push(key);
     }
-    if !current.keys.is_empty() {
+    if !current.is_empty() {
         batches.push(current);
     }
     batches
@@ -472,7 +469,9 @@ impl Task {
                     let walks = sweep.walks;
                     debug!(walks, took = ?sweep.started.elapsed(), "sweep done");
                     self.sweep = None;
-                    let waiting = std::mem::take(&mut self.sweep_next);
+                    // Keys withdrawn while they waited are not announced.
+                    let mut waiting = std::mem::take(&mut self.sweep_next);
+                    waiting.retain(|key| self.advertised.contains(key));
                     if !waiting.is_empty() {
                         self.announce_many(waiting);
                     }
@@ -488,25 +487,19 @@ impl Task {
             .into_iter()
             .filter(|k| self.advertised.contains(k))
             .collect();
-        for batch in batches_of(&ours, keys) {
-            let keys: Vec<Key> = batch
-                .keys
-                .iter()
-                .filter_map(|r| Key::from_record_key(r.as_ref()))
-                .collect();
-            self.send_batch(
-                InFlight {
-                    peer,
-                    addresses: addresses.clone(),
-                    keys,
-                    tries: 1,
-                },
-                batch,
-            );
+        for keys in batches_of(&ours, keys) {
+            self.send_batch(InFlight {
+                peer,
+                addresses: addresses.clone(),
+                keys,
+                tries: 1,
+            });
         }
     }
 
-    fn send_batch(&mut self, in_flight: InFlight, batch: Batch) {
+    fn send_batch(&mut self, in_flight: InFlight) {
+        let ours: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
+        let batch = batch_of(&ours, &in_flight.keys);
         let behaviour = self.swarm.behaviour_mut();
         // Its connections stay open until the answer (`MakeRoom` sees only Kademlia's use).
         behaviour.kad.asked(in_flight.peer);
@@ -570,24 +563,17 @@ impl Task {
                 | OutboundFailure::Timeout
                 | OutboundFailure::Io(_),
             ) if in_flight.tries < BATCH_TRIES => {
-                let ours: Vec<Multiaddr> = self.swarm.external_addresses().cloned().collect();
                 let keys: Vec<Key> = in_flight
                     .keys
                     .into_iter()
                     .filter(|k| self.advertised.contains(k))
                     .collect();
-                let records = keys.iter().map(Key::record_key).collect();
-                let batch = Batch {
-                    addresses: ours,
-                    keys: records,
-                };
-                let again = InFlight {
+                self.stats.batches_retried += 1;
+                self.send_batch(InFlight {
                     keys,
                     tries: in_flight.tries + 1,
                     ..in_flight
-                };
-                self.stats.batches_retried += 1;
-                self.send_batch(again, batch);
+                });
             }
             Err(_) => {
                 self.stats.batches_failed += 1;
@@ -780,7 +766,10 @@ mod tests {
     #[test]
     fn batches_stay_under_both_limits() {
         let keys: Vec<Key> = (0..1200).map(digest).collect();
-        let batches = batches_of(&[], keys);
+        let batches: Vec<Batch> = batches_of(&[], keys)
+            .iter()
+            .map(|keys| batch_of(&[], keys))
+            .collect();
         assert_eq!(
             batches.iter().map(|b| b.keys.len()).collect::<Vec<_>>(),
             vec![batch::MAX_KEYS, batch::MAX_KEYS, 1200 - 2 * batch::MAX_KEYS]
