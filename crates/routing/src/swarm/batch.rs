@@ -40,6 +40,14 @@ const MAX_ITEM_BYTES: usize = 1024;
 const MAX_STREAMS: usize = 8;
 /// How long a request may take, answer included.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// A request is written (and flushed) this many bytes at a time. Each write becomes one
+/// yamux frame and one Noise frame, and Noise and the framing under it keep buffers as
+/// large as the largest frame a connection ever carried, on both ends, for as long as the
+/// connection lives. Kademlia's messages are a few KiB; a whole batch in one write made
+/// frames of 16 KiB (yamux's split size), and with a few hundred connections per node those
+/// kept buffers were most of a node's memory (`docs/scale.md`, "Memory"). 4 KiB stays within
+/// the 8 KiB that the framing allocates for every connection anyway.
+const WRITE_CHUNK: usize = 4 * 1024;
 
 /// A batch of provider records from the requesting peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +185,10 @@ impl request_response::Codec for Codec {
     where
         T: AsyncWrite + Unpin + Send,
     {
-        io.write_all(&batch.encode()?).await?;
+        for chunk in batch.encode()?.chunks(WRITE_CHUNK) {
+            io.write_all(chunk).await?;
+            io.flush().await?;
+        }
         io.close().await
     }
 
@@ -245,5 +256,57 @@ mod tests {
         assert!(Batch::decode(&many).is_err());
         let not_an_address = [0, 1, 0, 2, 0xff, 0xff, 0, 0];
         assert!(Batch::decode(&not_an_address).is_err());
+    }
+
+    /// Records the size of every write and whether a flush followed it.
+    #[derive(Default)]
+    struct Writes {
+        sizes: Vec<usize>,
+        flushed: Vec<bool>,
+    }
+
+    impl AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.sizes.push(buf.len());
+            self.flushed.push(false);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            if let Some(last) = self.flushed.last_mut() {
+                *last = true;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_in_small_flushed_writes() {
+        let sent = batch(MAX_KEYS);
+        let mut io = Writes::default();
+        request_response::Codec::write_request(&mut Codec, &PROTOCOL, &mut io, sent.clone())
+            .await
+            .unwrap();
+        assert_eq!(io.sizes.iter().sum::<usize>(), sent.encoded_len());
+        assert!(io.sizes.len() > 1, "{:?}", io.sizes);
+        assert!(io.sizes.iter().all(|&n| n <= WRITE_CHUNK), "{:?}", io.sizes);
+        assert!(
+            io.flushed.iter().all(|&f| f),
+            "every write is flushed before the next"
+        );
     }
 }
