@@ -30,6 +30,9 @@ pub struct Measured {
     pub walks_looking_up: u64,
     /// The process's RSS and every node's counters after the lookups, before any hold.
     pub rss_bytes: u64,
+    /// The process's peak RSS (`VmHWM`) and its pages in swap (`VmSwap`) at that moment.
+    pub peak_rss_bytes: u64,
+    pub swap_bytes: u64,
     pub stats: Vec<RouterStats>,
     /// What the nodes did during `--hold`, if there was one.
     pub held: Option<Held>,
@@ -107,6 +110,8 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "connections_denied": sum(&|s| s.connections_denied),
         "connections_closed_for_room": sum(&|s| s.connections_closed_for_room),
         "rss_mb_per_node": m.rss_bytes as f64 / 1e6 / n as f64,
+        "peak_rss_mb_per_node": m.peak_rss_bytes as f64 / 1e6 / n as f64,
+        "swap_mb_per_node": m.swap_bytes as f64 / 1e6 / n as f64,
         "transport": if m.memory { "memory" } else { "tcp" },
         "announce_bytes_per_key": bytes(ratio(m.announce_bytes, announcements)),
         "announce_bytes_per_request": bytes(ratio(m.announce_bytes, announce_requests)),

@@ -199,6 +199,8 @@ async fn main() -> Result<()> {
     let lookups_took = looking_up.elapsed();
     // The figures of the phases so far are read before the hold adds to the counters.
     let rss_bytes = rss_bytes()?;
+    let peak_rss_bytes = proc_field("/proc/self/status", "VmHWM:", 1024)?;
+    let swap_bytes = proc_field("/proc/self/status", "VmSwap:", 1024)?;
     let stats = nodes.stats().await?;
     let looked_up = Totals::of(&stats);
     let held = if args.hold.is_zero() {
@@ -219,6 +221,8 @@ async fn main() -> Result<()> {
         private_netns: std::env::var_os(IN_NETNS).is_some(),
         memory: args.memory,
         rss_bytes,
+        peak_rss_bytes,
+        swap_bytes,
         stats,
         held,
     };
