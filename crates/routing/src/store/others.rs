@@ -1,14 +1,16 @@
 //! [`Others`]: other nodes' provider records, packed.
 //!
 //! A node of a cluster whose nodes hold D keys each stores about D × k records of others
-//! (40,000 at D = 2,000), so their size is most of a node's DHT memory. libp2p's
+//! (40,000 at D = 2,000): the part of a node's DHT memory that grows with D. libp2p's
 //! `ProviderRecord` repeats the key, the provider's 80-byte ID and its addresses in every
 //! record; here a record is 8 bytes — the provider's number and when it expires — under the
 //! SHA-256 of its key, and each provider's ID and addresses are kept once: by layout ~100
 //! bytes a record with the map's entry and a 32-byte allocation. `bench-dht` at 200 nodes
 //! with 2,000 keys each went from 50.3 MB per node (whole records in a `Vec` grown to
-//! four) to 34.7 MB (addresses per provider) and 28.8 and 29.2 MB (two runs) with this layout (`docs/scale.md`);
-//! most of the ~20 MB that 2,000 keys per node still add is elsewhere (not investigated).
+//! four) to 34.7 MB (addresses per provider) and 28.8 and 29.2 MB (two runs) with this layout
+//! (`docs/scale.md`). Most of what 2,000 keys per node still added was elsewhere: the buffers
+//! of connections that had carried a batch in 16 KiB frames (see `swarm/batch.rs`,
+//! `WRITE_CHUNK`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -45,8 +45,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// large as the largest frame a connection ever carried, on both ends, for as long as the
 /// connection lives. Kademlia's messages are a few KiB; a whole batch in one write made
 /// frames of 16 KiB (yamux's split size), and with a few hundred connections per node those
-/// kept buffers were most of a node's memory (`docs/scale.md`, "Memory"). 4 KiB stays within
-/// the 8 KiB that the framing allocates for every connection anyway.
+/// kept buffers were most of a node's memory (`docs/scale.md`, "What a batch left in every
+/// connection"). 4 KiB is below the 8 KiB the framing's buffers start with on every
+/// connection, so only Noise's own two buffers grow, to 4 KiB.
 const WRITE_CHUNK: usize = 4 * 1024;
 
 /// A batch of provider records from the requesting peer.
