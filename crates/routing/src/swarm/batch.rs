@@ -11,13 +11,17 @@
 //!
 //! The provider is the peer the connection authenticated, never a field of the request, so
 //! nobody can announce for somebody else; addresses whose IP is not the one the peer
-//! connected from are dropped. Requests are read with a size cap, and a peer has at most
-//! [`MAX_STREAMS`] requests open per connection.
+//! connected from are dropped. Requests are read with a size cap, a peer has at most
+//! [`MAX_STREAMS`] requests open per connection, and a router reads and stores at most
+//! [`MAX_RECEIVING`] at once over all its connections (each ≤ [`MAX_REQUEST_BYTES`], twice
+//! that while its buffer grows: ≤ 8 MiB in all); one more is refused unread.
 //!
 //! Wire format (big-endian): `u16` address count, then each address as `u16` length and
 //! bytes; `u16` key count, then each key the same way. The answer is a `u32`.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -38,6 +42,12 @@ pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_ITEM_BYTES: usize = 1024;
 /// Requests open per connection, each way.
 const MAX_STREAMS: usize = 8;
+/// Requests a router reads, decodes and stores at once, over all its connections. A sender
+/// has one batch in flight per peer and a receiver stores one in well under a millisecond,
+/// so honest senders come nowhere near it; 384 inbound connections × [`MAX_STREAMS`] could
+/// otherwise hold ~190 MB of requests. One refused is sent once more, then its keys are
+/// announced one by one (`super::sweep`).
+const MAX_RECEIVING: usize = 64;
 /// How long a request may take, answer included.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// A request is written (and flushed) this many bytes at a time. Each write becomes one
@@ -51,10 +61,32 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_CHUNK: usize = 4 * 1024;
 
 /// A batch of provider records from the requesting peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct Batch {
     pub addresses: Vec<Multiaddr>,
     pub keys: Vec<RecordKey>,
+    /// A received batch holds one of the [`MAX_RECEIVING`] places until it is dropped
+    /// (stored); a batch to send holds none.
+    pub receiving: Option<Receiving>,
+}
+
+/// One of a router's [`MAX_RECEIVING`] places for requests being received.
+#[derive(Debug)]
+pub(crate) struct Receiving(Arc<AtomicUsize>);
+
+impl Receiving {
+    /// A place among `limit`, if one is free.
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<Receiving> {
+        let place = Receiving(Arc::clone(count));
+        // Counted first, then checked: a refused place is given back by its drop.
+        (count.fetch_add(1, Ordering::AcqRel) < limit).then_some(place)
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Batch {
@@ -92,7 +124,11 @@ impl Batch {
         if !rest.is_empty() {
             return Err(invalid("bytes after the keys"));
         }
-        Ok(Batch { addresses, keys })
+        Ok(Batch {
+            addresses,
+            keys,
+            receiving: None,
+        })
     }
 }
 
@@ -146,8 +182,11 @@ fn take_u16(rest: &mut &[u8]) -> io::Result<u16> {
 }
 
 /// Reads and writes [`Batch`]es and their answers.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Codec;
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Codec {
+    /// Requests being received by this router (all its connections share it).
+    receiving: Arc<AtomicUsize>,
+}
 
 impl request_response::Codec for Codec {
     type Protocol = StreamProtocol;
@@ -158,6 +197,8 @@ impl request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
+        let receiving = Receiving::take(&self.receiving, MAX_RECEIVING)
+            .ok_or_else(|| io::Error::other("too many provider batches being received"))?;
         let mut bytes = Vec::new();
         io.take(MAX_REQUEST_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
@@ -165,7 +206,9 @@ impl request_response::Codec for Codec {
         if bytes.len() > MAX_REQUEST_BYTES {
             return Err(invalid("request larger than the limit"));
         }
-        Batch::decode(&bytes)
+        let mut batch = Batch::decode(&bytes)?;
+        batch.receiving = Some(receiving);
+        Ok(batch)
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<u32>
@@ -212,7 +255,7 @@ pub(crate) type Behaviour = request_response::Behaviour<Codec>;
 
 pub(crate) fn behaviour() -> Behaviour {
     request_response::Behaviour::with_codec(
-        Codec,
+        Codec::default(),
         [(PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
             .with_request_timeout(TIMEOUT)
@@ -230,6 +273,7 @@ mod tests {
             keys: (0..keys)
                 .map(|i| RecordKey::new(&format!("sha256:{i:064x}")))
                 .collect(),
+            receiving: None,
         }
     }
 
@@ -238,7 +282,8 @@ mod tests {
         let sent = batch(MAX_KEYS);
         let bytes = sent.encode().unwrap();
         assert_eq!(bytes.len(), sent.encoded_len());
-        assert_eq!(Batch::decode(&bytes).unwrap(), sent);
+        let read = Batch::decode(&bytes).unwrap();
+        assert_eq!((read.addresses, read.keys), (sent.addresses, sent.keys));
     }
 
     #[test]
@@ -298,16 +343,44 @@ mod tests {
     #[tokio::test]
     async fn a_request_goes_out_in_small_flushed_writes() {
         let sent = batch(MAX_KEYS);
+        let len = sent.encoded_len();
         let mut io = Writes::default();
-        request_response::Codec::write_request(&mut Codec, &PROTOCOL, &mut io, sent.clone())
+        request_response::Codec::write_request(&mut Codec::default(), &PROTOCOL, &mut io, sent)
             .await
             .unwrap();
-        assert_eq!(io.sizes.iter().sum::<usize>(), sent.encoded_len());
+        assert_eq!(io.sizes.iter().sum::<usize>(), len);
         assert!(io.sizes.len() > 1, "{:?}", io.sizes);
         assert!(io.sizes.iter().all(|&n| n <= WRITE_CHUNK), "{:?}", io.sizes);
         assert!(
             io.flushed.iter().all(|&f| f),
             "every write is flushed before the next"
         );
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_receiving_limit_are_refused_unread() {
+        use request_response::Codec as _;
+        let codec = Codec::default();
+        let bytes = batch(3).encode().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..MAX_RECEIVING {
+            let read = codec.clone().read_request(&PROTOCOL, &mut &bytes[..]).await;
+            held.push(read.unwrap());
+        }
+        let mut unread = &bytes[..];
+        let refused = codec.clone().read_request(&PROTOCOL, &mut unread).await;
+        assert!(refused.is_err());
+        assert_eq!(unread.len(), bytes.len(), "nothing was read");
+        // A stored batch gives its place back; so does a refused or malformed request.
+        drop(held.pop());
+        let read = codec.clone().read_request(&PROTOCOL, &mut &bytes[..]).await;
+        assert_eq!(read.unwrap().keys.len(), 3);
+        drop(held);
+        let cut = codec
+            .clone()
+            .read_request(&PROTOCOL, &mut &bytes[..3])
+            .await;
+        assert!(cut.is_err());
+        assert_eq!(codec.receiving.load(Ordering::Acquire), 0);
     }
 }

@@ -379,6 +379,7 @@ fn batch_of(addresses: &[Multiaddr], keys: &[Key]) -> Batch {
     Batch {
         addresses: addresses.to_vec(),
         keys: keys.iter().map(Key::record_key).collect(),
+        receiving: None,
     }
 }
 
