@@ -295,7 +295,18 @@ const IN_NETNS: &str = "BENCH_DHT_IN_NETNS";
 /// with only `lo` up, and returns its exit status. `None`: carry on here.
 fn in_private_netns() -> Result<Option<std::process::ExitStatus>> {
     let root = proc_field("/proc/self/status", "Uid:", 1).is_ok_and(|uid| uid == 0);
-    if std::env::var_os(IN_NETNS).is_some() || !root {
+    if std::env::var_os(IN_NETNS).is_some() {
+        // The copy dies with whoever started it: a test's timeout kills only the benchmark
+        // it started, and an orphaned copy would keep hundreds of routers busy.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .context("setting the parent-death signal")?;
+        anyhow::ensure!(
+            nix::unistd::getppid() != nix::unistd::Pid::from_raw(1),
+            "the benchmark that started this copy is gone"
+        );
+        return Ok(None);
+    }
+    if !root {
         return Ok(None);
     }
     let status = std::process::Command::new("unshare")
