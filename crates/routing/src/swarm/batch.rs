@@ -21,13 +21,13 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::kad::RecordKey;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::{Multiaddr, StreamProtocol};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The protocol name.
 pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/spegel/provide/1.0.0");
@@ -67,26 +67,7 @@ pub(crate) struct Batch {
     pub keys: Vec<RecordKey>,
     /// A received batch holds one of the [`MAX_RECEIVING`] places until it is dropped
     /// (stored); a batch to send holds none.
-    pub receiving: Option<Receiving>,
-}
-
-/// One of a router's [`MAX_RECEIVING`] places for requests being received.
-#[derive(Debug)]
-pub(crate) struct Receiving(Arc<AtomicUsize>);
-
-impl Receiving {
-    /// A place among `limit`, if one is free.
-    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<Receiving> {
-        let place = Receiving(Arc::clone(count));
-        // Counted first, then checked: a refused place is given back by its drop.
-        (count.fetch_add(1, Ordering::AcqRel) < limit).then_some(place)
-    }
-}
-
-impl Drop for Receiving {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    pub receiving: Option<OwnedSemaphorePermit>,
 }
 
 impl Batch {
@@ -182,10 +163,18 @@ fn take_u16(rest: &mut &[u8]) -> io::Result<u16> {
 }
 
 /// Reads and writes [`Batch`]es and their answers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Codec {
-    /// Requests being received by this router (all its connections share it).
-    receiving: Arc<AtomicUsize>,
+    /// Places for requests being received by this router (all its connections share them).
+    receiving: Arc<Semaphore>,
+}
+
+impl Default for Codec {
+    fn default() -> Codec {
+        Codec {
+            receiving: Arc::new(Semaphore::new(MAX_RECEIVING)),
+        }
+    }
 }
 
 impl request_response::Codec for Codec {
@@ -197,8 +186,9 @@ impl request_response::Codec for Codec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        let receiving = Receiving::take(&self.receiving, MAX_RECEIVING)
-            .ok_or_else(|| io::Error::other("too many provider batches being received"))?;
+        let receiving = Arc::clone(&self.receiving)
+            .try_acquire_owned()
+            .map_err(|_| io::Error::other("too many provider batches being received"))?;
         let mut bytes = Vec::new();
         io.take(MAX_REQUEST_BYTES as u64 + 1)
             .read_to_end(&mut bytes)
@@ -381,6 +371,6 @@ mod tests {
             .read_request(&PROTOCOL, &mut &bytes[..3])
             .await;
         assert!(cut.is_err());
-        assert_eq!(codec.receiving.load(Ordering::Acquire), 0);
+        assert_eq!(codec.receiving.available_permits(), MAX_RECEIVING);
     }
 }

@@ -198,9 +198,7 @@ async fn main() -> Result<()> {
     let lookups = lookups::run(&args, &nodes.routers, &inventory).await?;
     let lookups_took = looking_up.elapsed();
     // The figures of the phases so far are read before the hold adds to the counters.
-    let rss_bytes = rss_bytes()?;
-    let peak_rss_bytes = proc_field("/proc/self/status", "VmHWM:", 1024)?;
-    let swap_bytes = proc_field("/proc/self/status", "VmSwap:", 1024)?;
+    let (rss_bytes, peak_rss_bytes, swap_bytes) = memory()?;
     let stats = nodes.stats().await?;
     let looked_up = Totals::of(&stats);
     let held = if args.hold.is_zero() {
@@ -341,18 +339,25 @@ fn loopback_bytes() -> Result<u64> {
         .context("no IpExt OutOctets in /proc/self/net/netstat")
 }
 
-/// This process's resident memory.
-fn rss_bytes() -> Result<u64> {
-    proc_field("/proc/self/status", "VmRSS:", 1024)
+/// This process's memory in bytes, from one reading of `/proc/self/status`: resident now
+/// (`VmRSS`), at its peak (`VmHWM`) and in swap (`VmSwap`).
+fn memory() -> Result<(u64, u64, u64)> {
+    let path = "/proc/self/status";
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let kib = |name| field(&text, name, 1024).with_context(|| format!("no {name} in {path}"));
+    Ok((kib("VmRSS:")?, kib("VmHWM:")?, kib("VmSwap:")?))
 }
 
 fn proc_field(path: &str, name: &str, unit: u64) -> Result<u64> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    let value = text
-        .lines()
+    field(&text, name, unit).with_context(|| format!("no {name} in {path}"))
+}
+
+/// The first number after `name` at the start of a line of `text`, times `unit`.
+fn field(text: &str, name: &str, unit: u64) -> Option<u64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(name))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok())
-        .with_context(|| format!("no {name} in {path}"))?;
-    Ok(value * unit)
+        .map(|v| v * unit)
 }
