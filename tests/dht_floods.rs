@@ -3,9 +3,13 @@
 //! stays bounded (peak RSS under the unit's `MemoryMax=100M`) and its own keys are still
 //! found by an honest peer. And 600 members that keep asking it something: the node's
 //! connection table stays at its limits and its peak RSS under the unit's `MemoryHigh=80M`.
+//! And 24 peers flooding it with provider batches (`/spegel/provide/1.0.0`), half of them
+//! trickled in to hold its places: the node refuses what is past its limits, its memory
+//! stays under `MemoryHigh=80M`, and an honest member's keys still reach its store.
 //!
-//! The attacker is a plain libp2p Kademlia peer in this process speaking spegel's protocol
-//! (`/spegel/kad/1.0.0`); the honest peer is `spegel_routing::Router`.
+//! The attackers are plain libp2p peers in this process speaking spegel's protocols
+//! (`/spegel/kad/1.0.0` through libp2p's Kademlia, `/spegel/provide/1.0.0` written by
+//! hand); the honest peers are `spegel_routing::Router`.
 
 #![allow(clippy::unwrap_used)] // a test: a failed unwrap is a failed test
 
@@ -80,6 +84,72 @@ async fn finish(swarm: &mut Rogue, mut queries: usize) {
     }
 }
 
+/// An honest member: the project's own router, joined through the node.
+async fn honest_member(
+    router_addr: std::net::SocketAddr,
+    shutdown: &CancellationToken,
+) -> Result<Router> {
+    let bootstrap = Arc::new(StaticBootstrap::new(&[router_addr.to_string()], 0)?);
+    let config = RouterConfig::new(
+        "127.0.0.1:0".parse()?,
+        Keypair::generate_ed25519(),
+        1,
+        bootstrap,
+    );
+    let (router, _task) = Router::start(config, shutdown.child_token()).await?;
+    tokio::time::timeout(Duration::from_secs(10), router.wait_for_peers()).await??;
+    Ok(router)
+}
+
+/// A provider of `key` that an honest member joining through the node finds (asking for
+/// up to 15 s).
+async fn found_by_a_member(
+    router_addr: std::net::SocketAddr,
+    key: &Key,
+) -> Result<Option<spegel_routing::Provider>> {
+    let shutdown = CancellationToken::new();
+    let member = honest_member(router_addr, &shutdown).await?;
+    let mut found = None;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while found.is_none() && Instant::now() < deadline {
+        let mut providers = member.resolve(key, 1).await?;
+        found = tokio::time::timeout(Duration::from_secs(2), providers.recv())
+            .await
+            .ok()
+            .flatten();
+    }
+    shutdown.cancel();
+    Ok(found)
+}
+
+/// The providers of `key` the node's own store names: a plain Kademlia peer that knows only
+/// the node asks it (`GET_PROVIDERS`) and takes its first answer.
+async fn stored_at(node: PeerId, addr: &Multiaddr, key: &Key) -> Result<Vec<PeerId>> {
+    let mut swarm = rogue(node, addr.clone())?;
+    swarm.behaviour_mut().set_mode(Some(Mode::Client));
+    swarm
+        .behaviour_mut()
+        .get_providers(RecordKey::new(&key.to_string()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .context("the node did not answer GET_PROVIDERS")?;
+        if let SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed { result, step, .. }) =
+            event
+        {
+            match result {
+                QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                    providers,
+                    ..
+                })) => return Ok(providers.into_iter().collect()),
+                _ if step.last => return Ok(Vec::new()),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A `spegel-node` on `containerd` with an open DHT on a loopback router port: the peers these
 /// tests run speak plain Kademlia, as good as members (with a cluster secret they would be
 /// nodes holding it; the store's quotas and the connection limits are the same). Returns the
@@ -149,28 +219,8 @@ async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised(
     }
     let flood_took = started.elapsed();
 
-    // An honest member still finds the node's own content.
-    let shutdown = CancellationToken::new();
-    let bootstrap = Arc::new(StaticBootstrap::new(&[router_addr.to_string()], 0)?);
-    let config = RouterConfig::new(
-        "127.0.0.1:0".parse()?,
-        Keypair::generate_ed25519(),
-        1,
-        bootstrap,
-    );
-    let (honest, _task) = Router::start(config, shutdown.clone()).await?;
-    tokio::time::timeout(Duration::from_secs(10), honest.wait_for_peers()).await??;
-    let layer = Key::Digest(image.layer_digests[0].parse()?);
-    let mut found = None;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while found.is_none() && Instant::now() < deadline {
-        let mut providers = honest.resolve(&layer, 1).await?;
-        found = tokio::time::timeout(Duration::from_secs(2), providers.recv())
-            .await
-            .ok()
-            .flatten();
-    }
-    shutdown.cancel();
+    let found =
+        found_by_a_member(router_addr, &Key::Digest(image.layer_digests[0].parse()?)).await?;
     let log = node.log()?;
     let peak = node.peak_rss()?;
     eprintln!(
@@ -301,5 +351,304 @@ async fn a_full_connection_table_keeps_memory_under_the_units_high_mark() -> Res
         "600 members and no connection refused or closed"
     );
     ensure!(peak < MEMORY_HIGH, "peak RSS {peak} over MemoryHigh");
+    Ok(())
+}
+
+/// Peers that flood the node with provider batches (`/spegel/provide/1.0.0`, the sweep's
+/// protocol).
+const BATCH_FLOODERS: usize = 24;
+/// Requests each keeps open on its connection: the node's limit per connection.
+const BATCH_STREAMS: usize = 8;
+/// How long they flood.
+const BATCH_FLOOD: Duration = Duration::from_secs(60);
+/// Keys per batch (the node's limit).
+const BATCH_KEYS: usize = 512;
+/// Different batches of keys each flooder sends (then it sends them again): 24 × 6 × 512 =
+/// 73,728 records at most, under the 100,000 the node's store keeps of all peers, so an
+/// honest member's records still fit. This test is about reading batches; the store's
+/// quotas are flooded by the test above.
+const KEY_SETS: usize = 6;
+/// Keys an honest member announces during the flood: enough to go in a sweep's batches.
+const HONEST_KEYS: usize = 100;
+
+/// A provider batch as the wire format of `crates/routing/src/swarm/batch.rs` has it,
+/// written by hand so this test checks the format from outside: `u16` address count,
+/// each address as `u16` length and bytes, then the keys the same way. `slow` requests
+/// are written 1 KiB a second, to hold a place of the node's while they trickle in.
+#[derive(Debug)]
+struct RawBatch {
+    bytes: Vec<u8>,
+    slow: bool,
+}
+
+impl RawBatch {
+    fn new(flooder: usize, number: usize, slow: bool) -> RawBatch {
+        let mut bytes = Vec::new();
+        let address = "/ip4/127.0.0.1/tcp/9"
+            .parse::<Multiaddr>()
+            .unwrap()
+            .to_vec();
+        bytes.extend_from_slice(&1u16.to_be_bytes());
+        bytes.extend_from_slice(&(address.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(&address);
+        bytes.extend_from_slice(&(BATCH_KEYS as u16).to_be_bytes());
+        for i in 0..BATCH_KEYS {
+            let seed = format!("{flooder}-{number}-{i}");
+            let key = Digest::sha256_of(seed.as_bytes()).to_string();
+            bytes.extend_from_slice(&(key.len() as u16).to_be_bytes());
+            bytes.extend_from_slice(key.as_bytes());
+        }
+        RawBatch { bytes, slow }
+    }
+}
+
+/// Writes [`RawBatch`]es and reads the node's answer: how many records it kept.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl libp2p::request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = RawBatch;
+    type Response = u32;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, _: &mut T) -> std::io::Result<RawBatch>
+    where
+        T: futures_util::AsyncRead + Unpin + Send,
+    {
+        Err(std::io::Error::other("a flooder answers nothing"))
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<u32>
+    where
+        T: futures_util::AsyncRead + Unpin + Send,
+    {
+        use futures_util::AsyncReadExt;
+        let mut bytes = [0; 4];
+        io.read_exact(&mut bytes).await?;
+        Ok(u32::from_be_bytes(bytes))
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        batch: RawBatch,
+    ) -> std::io::Result<()>
+    where
+        T: futures_util::AsyncWrite + Unpin + Send,
+    {
+        use futures_util::AsyncWriteExt;
+        if batch.slow {
+            for piece in batch.bytes.chunks(1024) {
+                io.write_all(piece).await?;
+                io.flush().await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        } else {
+            io.write_all(&batch.bytes).await?;
+        }
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        _: &mut T,
+        _: u32,
+    ) -> std::io::Result<()>
+    where
+        T: futures_util::AsyncWrite + Unpin + Send,
+    {
+        Err(std::io::Error::other("a flooder answers nothing"))
+    }
+}
+
+/// What one flooder saw: batches answered (trickled ones apart), records the node said it
+/// kept, batches that failed (refused unread, dropped past the per-connection limit, or
+/// timed out).
+#[derive(Debug, Default)]
+struct Flooded {
+    answered: u64,
+    answered_slow: u64,
+    kept: u64,
+    failed: u64,
+}
+
+/// One flooder: keeps [`BATCH_STREAMS`] batches open to the node for [`BATCH_FLOOD`], every
+/// other one slow, sending the next as soon as one ends.
+async fn batch_flooder(index: usize, node: PeerId, addr: Multiaddr) -> Result<Flooded> {
+    use libp2p::request_response::{self, Event, Message, ProtocolSupport};
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(
+                    StreamProtocol::new("/spegel/provide/1.0.0"),
+                    ProtocolSupport::Outbound,
+                )],
+                request_response::Config::default()
+                    .with_request_timeout(Duration::from_secs(90))
+                    .with_max_concurrent_streams(BATCH_STREAMS),
+            )
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    swarm.add_peer_address(node, addr);
+    let mut sent = 0;
+    let mut open = std::collections::HashMap::new();
+    let mut seen = Flooded::default();
+    let until = tokio::time::Instant::now() + BATCH_FLOOD;
+    loop {
+        while open.len() < BATCH_STREAMS && tokio::time::Instant::now() < until {
+            let slow = sent % 2 == 0;
+            let id = swarm
+                .behaviour_mut()
+                .send_request(&node, RawBatch::new(index, sent % KEY_SETS, slow));
+            open.insert(id, slow);
+            sent += 1;
+        }
+        if open.is_empty() {
+            return Ok(seen);
+        }
+        // Everything sent ends within the request timeout; past it, something is wrong.
+        let event = tokio::time::timeout(Duration::from_secs(120), swarm.select_next_some())
+            .await
+            .context("a flooder's request never ended")?;
+        match event {
+            SwarmEvent::Behaviour(Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            }) => {
+                if open.remove(&request_id) == Some(true) {
+                    seen.answered_slow += 1;
+                }
+                seen.answered += 1;
+                seen.kept += u64::from(response);
+            }
+            SwarmEvent::Behaviour(Event::OutboundFailure { request_id, .. }) => {
+                open.remove(&request_id);
+                seen.failed += 1;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Peers flood the node with provider batches, half of them trickled in to hold the places
+/// the node reads batches in: 24 peers × 8 batches at once for a minute, each of 512
+/// digest-shaped keys. The node reads at most 64 at once and refuses the rest unread,
+/// drops batches that take more than 5 s to arrive, its peak RSS stays under the unit's
+/// `MemoryHigh=80M`, and honest members still get through: the node's own content is
+/// found, and 100 keys an honest member announces during the flood (in a sweep's batches,
+/// or one by one when the node refuses them) are in the node's store.
+#[tokio::test]
+#[ignore = "long: about 2 minutes of flooding; CI runs it (scripts/test.sh --include-ignored)"]
+async fn provider_batch_floods_are_refused_past_the_limits_and_honest_members_get_through()
+-> Result<()> {
+    spegel_testbed::require_root_tools()?;
+    let upstream = Upstream::start().await?;
+    let layout = tempfile::tempdir()?;
+    let spec = ImageSpec {
+        layers: vec![1024],
+        multi_platform: false,
+    };
+    let image = spegel_testbed::build_oci_layout(layout.path(), &spec, "v1")?;
+    spegel_testbed::push(&image, &upstream.host(), "test/img").await?;
+    let containerd = Containerd::start().await?;
+    containerd.mirror_to(&upstream.host())?;
+    containerd
+        .cri_pull(&format!("{}/test/img:v1", upstream.host()))
+        .await?;
+    let (node, node_peer, router_addr, node_multiaddr) = open_dht_node(&containerd).await?;
+    let before = spegel_testbed::attack::rss(node.pid().context("spegel-node exited")?)?;
+
+    let flooders: Vec<_> = (0..BATCH_FLOODERS)
+        .map(|i| tokio::spawn(batch_flooder(i, node_peer, node_multiaddr.clone())))
+        .collect();
+
+    // An honest member announces its keys while the flood is on, then leaves.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let shutdown = CancellationToken::new();
+    let announcer = honest_member(router_addr, &shutdown).await?;
+    // Joined first, so that its keys go out in a sweep (batches), not one by one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !announcer.stats().await?.joined {
+        ensure!(Instant::now() < deadline, "the honest member did not join");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys: Vec<Key> = (0..HONEST_KEYS)
+        .map(|i| Key::Digest(Digest::sha256_of(format!("honest-{i}").as_bytes())))
+        .collect();
+    announcer.advertise(keys.clone()).await?;
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let announced = loop {
+        let stats = announcer.stats().await?;
+        if stats.announcements >= HONEST_KEYS as u64 && stats.announcements_pending == 0 {
+            break stats;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the honest member's announcements did not end during the flood: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let announcer_peer = announcer.local_peer_id();
+    shutdown.cancel();
+
+    let mut seen = Vec::new();
+    for f in flooders {
+        seen.push(f.await??);
+    }
+    let peak = node.peak_rss()?;
+    let answered: u64 = seen.iter().map(|s| s.answered).sum();
+    let answered_slow: u64 = seen.iter().map(|s| s.answered_slow).sum();
+    let failed: u64 = seen.iter().map(|s| s.failed).sum();
+    let own = found_by_a_member(router_addr, &Key::Digest(image.layer_digests[0].parse()?)).await?;
+    let mut honest_found = 0;
+    for key in keys.iter().step_by(20) {
+        if stored_at(node_peer, &node_multiaddr, key)
+            .await?
+            .contains(&announcer_peer)
+        {
+            honest_found += 1;
+        }
+    }
+    eprintln!(
+        "provider batch flood: {BATCH_FLOODERS} peers x {BATCH_STREAMS} batches of {BATCH_KEYS} keys for {BATCH_FLOOD:?}, half trickled; {answered} answered ({answered_slow} of them trickled), {failed} failed or refused; spegel-node RSS {:.1} MB before, peak {:.1} MB; own layer found: {}; honest member's {HONEST_KEYS} keys: {} batches sent, {} sent again, {} given up (their keys then announced one by one), {} records acknowledged in batches; {honest_found} of 5 in the node's store after it left",
+        before as f64 / 1e6,
+        peak as f64 / 1e6,
+        own.is_some(),
+        announced.batches_sent,
+        announced.batches_retried,
+        announced.batches_failed,
+        announced.batch_records_acknowledged,
+    );
+    ensure!(answered > 0, "no batch was answered: {seen:?}");
+    ensure!(
+        answered_slow == 0,
+        "{answered_slow} batches trickled in over 5 s were read"
+    );
+    ensure!(
+        failed > 0,
+        "{} batches at once and none refused",
+        BATCH_FLOODERS * BATCH_STREAMS
+    );
+    ensure!(peak < MEMORY_HIGH, "peak RSS {peak} over MemoryHigh");
+    let provider = own.context("an honest peer no longer finds the node's own layer")?;
+    ensure!(provider.peer == node_peer, "{provider:?}");
+    ensure!(
+        honest_found == 5,
+        "{honest_found} of 5 of an honest member's keys in the node's store"
+    );
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! connected from are dropped. Requests are read with a size cap, a peer has at most
 //! [`MAX_STREAMS`] requests open per connection, and a router reads and stores at most
 //! [`MAX_RECEIVING`] at once over all its connections (each ≤ [`MAX_REQUEST_BYTES`], twice
-//! that while its buffer grows: ≤ 8 MiB in all); one more is refused unread.
+//! that while its buffer grows: ≤ 8 MiB in all); one more is refused unread, and one that
+//! takes longer than [`READ_WITHIN`] to arrive is dropped.
 //!
 //! Wire format (big-endian): `u16` address count, then each address as `u16` length and
 //! bytes; `u16` key count, then each key the same way. The answer is a `u32`.
@@ -50,6 +51,11 @@ const MAX_STREAMS: usize = 8;
 const MAX_RECEIVING: usize = 64;
 /// How long a request may take, answer included.
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a received request may take to arrive once it holds one of the
+/// [`MAX_RECEIVING`] places: ≤ 64 KiB that a sender writes at once arrive in milliseconds,
+/// while a peer trickling requests in would otherwise hold places for the whole
+/// [`TIMEOUT`] (`tests/dht_floods.rs` trickles them).
+const READ_WITHIN: Duration = Duration::from_secs(5);
 /// A request is written (and flushed) this many bytes at a time. Each write becomes one
 /// yamux frame and one Noise frame, and Noise and the framing under it keep buffers as
 /// large as the largest frame a connection ever carried, on both ends, for as long as the
@@ -190,9 +196,10 @@ impl request_response::Codec for Codec {
             .try_acquire_owned()
             .map_err(|_| io::Error::other("too many provider batches being received"))?;
         let mut bytes = Vec::new();
-        io.take(MAX_REQUEST_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .await?;
+        let mut limited = io.take(MAX_REQUEST_BYTES as u64 + 1);
+        tokio::time::timeout(READ_WITHIN, limited.read_to_end(&mut bytes))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "provider batch too slow"))??;
         if bytes.len() > MAX_REQUEST_BYTES {
             return Err(invalid("request larger than the limit"));
         }
@@ -371,6 +378,40 @@ mod tests {
             .read_request(&PROTOCOL, &mut &bytes[..3])
             .await;
         assert!(cut.is_err());
+        assert_eq!(codec.receiving.available_permits(), MAX_RECEIVING);
+    }
+
+    /// Bytes that stop coming after the first few: a peer trickling a request in.
+    struct Stalls<'a>(&'a [u8]);
+
+    impl AsyncRead for Stalls<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            if self.0.is_empty() {
+                return std::task::Poll::Pending;
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            std::task::Poll::Ready(Ok(n))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_trickled_in_is_dropped_and_gives_its_place_back() {
+        use request_response::Codec as _;
+        let codec = Codec::default();
+        let bytes = batch(3).encode().unwrap();
+        let started = tokio::time::Instant::now();
+        let read = codec
+            .clone()
+            .read_request(&PROTOCOL, &mut Stalls(&bytes[..5]))
+            .await;
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), READ_WITHIN);
         assert_eq!(codec.receiving.available_permits(), MAX_RECEIVING);
     }
 }
