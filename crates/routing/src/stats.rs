@@ -63,6 +63,9 @@ pub struct RouterStats {
     /// Routing-table walks the periodic timer started (not the first, on joining, nor
     /// those libp2p starts while the table holds fewer than 20 peers).
     pub walks: u64,
+    /// Bytes this node wrote to its DHT connections: everything above TCP (pnet, Noise,
+    /// yamux and every protocol's messages, handshakes included), not TCP/IP headers.
+    pub bytes_sent: u64,
 }
 
 impl RouterStats {

@@ -2,6 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -126,6 +128,8 @@ struct Task {
     last_seen: crate::peers::LastSeen,
     /// The mean time between routing-table walks (`DhtTuning::bootstrap_interval`).
     walk_interval: Duration,
+    /// Bytes written to our connections so far (counted by the transport).
+    bytes_sent: Arc<AtomicU64>,
 }
 
 /// Builds the swarm, binds the listener, and spawns the task. Returns the bound address.
@@ -164,10 +168,17 @@ pub(crate) async fn spawn(
         .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
         .with_max_pending_incoming(Some(MAX_PENDING_INBOUND))
         .with_max_pending_outgoing(Some(MAX_PENDING_OUTBOUND));
+    let bytes_sent = Arc::new(AtomicU64::new(0));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_other_transport(|key| {
-            crate::transport::build(key, addresses, config.pre_shared_key, config.in_memory)
+            crate::transport::build(
+                key,
+                addresses,
+                config.pre_shared_key,
+                config.in_memory,
+                Arc::clone(&bytes_sent),
+            )
         })
         .map_err(|e| listen_error(e.to_string()))?
         .with_behaviour(|key| {
@@ -244,6 +255,7 @@ pub(crate) async fn spawn(
         dialled: HashSet::new(),
         last_seen: crate::peers::LastSeen::default(),
         walk_interval: config.dht.bootstrap_interval,
+        bytes_sent,
     };
     Ok((listen, tokio::spawn(task.run(commands, shutdown))))
 }
@@ -315,6 +327,7 @@ impl Task {
                 let refused = self.kad().store_mut().refused().provider_records();
                 self.stats.records_refused = refused;
                 self.stats.connections_closed_for_room = self.swarm.behaviour().kad.closed();
+                self.stats.bytes_sent = self.bytes_sent.load(Ordering::Relaxed);
                 let pending = self.announcing.waiting()
                     + self.announcing.running()
                     + self.unannounced_keys.len()

@@ -7,11 +7,17 @@
 //! the TCP handshake is encrypted with it (XSalsa20), so a peer without the same key cannot
 //! even negotiate Noise: its connection fails before Kademlia or identify see it.
 //!
+//! Every connection counts the bytes written to it (under pnet: what goes on the wire above
+//! TCP), for [`crate::RouterStats::bytes_sent`].
+//!
 //! A router started [`crate::RouterConfig::in_memory`] (benchmarks of many routers in one
 //! process) runs the same filter, pnet, Noise and yamux over libp2p's memory transport
 //! instead of TCP.
 
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -75,29 +81,68 @@ impl<T: Transport + Unpin> Transport for FilteredDial<T> {
     }
 }
 
+/// A connection that adds the bytes written to it to `sent`.
+struct Counted<S> {
+    inner: S,
+    sent: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.sent.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
 /// Why the transport could not be built (the shape libp2p's `SwarmBuilder` takes).
 pub(crate) type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
 /// TCP (or the memory transport when `in_memory`) with dials filtered by `policy`, pnet with
-/// `psk` when one is given, Noise with `key`, yamux.
+/// `psk` when one is given, Noise with `key`, yamux; the bytes written are added to `sent`.
 pub(crate) fn build(
     key: &Keypair,
     policy: AddressPolicy,
     psk: Option<[u8; 32]>,
     in_memory: bool,
+    sent: Arc<AtomicU64>,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError> {
     if in_memory {
         let memory = FilteredDial {
             inner: MemoryTransport::default(),
             policy,
         };
-        return upgrade(memory, key, psk);
+        return upgrade(memory, key, psk, sent);
     }
     let tcp = FilteredDial {
         inner: tcp::tokio::Transport::new(tcp::Config::default().nodelay(true)),
         policy,
     };
-    upgrade(tcp, key, psk)
+    upgrade(tcp, key, psk, sent)
 }
 
 /// The upgrades every connection goes through: pnet (with `psk`), Noise, yamux, all within
@@ -106,6 +151,7 @@ fn upgrade<T>(
     base: T,
     key: &Keypair,
     psk: Option<[u8; 32]>,
+    sent: Arc<AtomicU64>,
 ) -> Result<Boxed<(PeerId, StreamMuxerBox)>, BuildError>
 where
     T: Transport + Unpin + Send + 'static,
@@ -116,6 +162,10 @@ where
 {
     let psk = psk.map(PreSharedKey::new);
     Ok(base
+        .map(move |inner, _| Counted {
+            inner,
+            sent: Arc::clone(&sent),
+        })
         .and_then(move |socket, _| async move {
             match psk {
                 Some(psk) => PnetConfig::new(psk)

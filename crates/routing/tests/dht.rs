@@ -188,3 +188,27 @@ async fn a_peer_given_without_its_id_is_joined() {
     assert_eq!(b.peer_count(), 1);
     shutdown.cancel();
 }
+
+/// Every connection counts what the router writes to it (`RouterStats::bytes_sent`): a
+/// lookup sends at least its key to a peer, and the peer's answer (and announcement) is
+/// counted on its side.
+#[tokio::test]
+async fn a_router_counts_the_bytes_it_sends() {
+    let shutdown = CancellationToken::new();
+    let a = router(5111, &[], &shutdown).await;
+    let b = router(5112, &[a.listen_addr().to_string()], &shutdown).await;
+    until_routable(&b).await;
+    let (a_before, b_before) = (
+        a.stats().await.unwrap().bytes_sent,
+        b.stats().await.unwrap().bytes_sent,
+    );
+    assert!(b_before > 0, "joining sent nothing");
+    let key = Key::Digest(Digest::sha256_of(b"counted"));
+    a.advertise(vec![key.clone()]).await.unwrap();
+    assert_eq!(resolve_within(&b, &key, 1).await.len(), 1);
+    let b_sent = b.stats().await.unwrap().bytes_sent - b_before;
+    let a_sent = a.stats().await.unwrap().bytes_sent - a_before;
+    assert!(b_sent >= key.to_string().len() as u64, "{b_sent} bytes");
+    assert!(a_sent > 0, "the answer was not counted");
+    shutdown.cancel();
+}

@@ -20,7 +20,10 @@ pub struct Measured {
     pub announce_bytes: u64,
     /// The byte count is this process's own (a private network namespace).
     pub private_netns: bool,
-    /// Over the memory transport: no bytes counted.
+    /// Bytes every node together wrote to its connections while announcing (above TCP:
+    /// pnet, Noise, yamux and the protocols; counted by the routers, on either transport).
+    pub announce_connection_bytes: u64,
+    /// Over the memory transport: no IP bytes, only connection bytes.
     pub memory: bool,
     /// How long the lookups took together.
     pub lookups_took: Duration,
@@ -57,7 +60,14 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
     let bytes = |v: Option<f64>| if m.memory { None } else { v };
     // Per node that announced (all of them unless `--announcing-nodes`).
     let announcing = args.announcing_nodes.unwrap_or(n);
-    let reprovide = bytes(Some(m.announce_bytes as f64 / announcing as f64 * per_hour));
+    // IP bytes over TCP (as every published TCP figure); connection bytes over the memory
+    // transport, which has no IP.
+    let reprovide_bytes = if m.memory {
+        m.announce_connection_bytes
+    } else {
+        m.announce_bytes
+    };
+    let reprovide = reprovide_bytes as f64 / announcing as f64 * per_hour;
     let classes: Vec<Value> = Class::ALL
         .iter()
         .map(|&class| {
@@ -115,7 +125,9 @@ pub fn figures(args: &Args, inventory: &Inventory, lookups: &[Lookup], m: &Measu
         "transport": if m.memory { "memory" } else { "tcp" },
         "announce_bytes_per_key": bytes(ratio(m.announce_bytes, announcements)),
         "announce_bytes_per_request": bytes(ratio(m.announce_bytes, announce_requests)),
+        "announce_connection_bytes_per_key": ratio(m.announce_connection_bytes, announcements),
         "reprovide_bytes_per_node_per_hour": reprovide,
+        "reprovide_bytes_counted": if m.memory { "connection" } else { "ip" },
         "traffic_private_netns": m.private_netns,
         "connected_peers_per_node_mean_end": ratio(sum(&|s| s.connected_peers as u64), n as u64),
         "join_seconds": m.join.as_secs_f64(),
@@ -170,6 +182,7 @@ fn held(args: &Args, inventory: &Inventory, h: &Held) -> Value {
         "connections_closed_for_room": g.connections_closed_for_room,
         "connections_denied": g.connections_denied,
         "bytes_per_node_per_hour": h.bytes.map(per_node_hour),
+        "connection_bytes_per_node_per_hour": per_node_hour(g.bytes_sent),
     })
 }
 
@@ -216,7 +229,10 @@ pub fn summary(f: &Value) -> String {
             hold("announcements_per_key_per_hour"),
             hold("announcements_per_key_per_hour_steady"),
             hold("provide_delivery_rate"),
-            hold("bytes_per_node_per_hour") / 1e3,
+            f["hold"]["bytes_per_node_per_hour"]
+                .as_f64()
+                .unwrap_or(hold("connection_bytes_per_node_per_hour"))
+                / 1e3,
         );
     }
     line

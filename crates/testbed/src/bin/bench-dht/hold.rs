@@ -27,6 +27,8 @@ pub struct Totals {
     pub batches_failed: u64,
     pub connections_closed_for_room: u64,
     pub connections_denied: u64,
+    /// Bytes written to connections (above TCP; over the memory transport too).
+    pub bytes_sent: u64,
 }
 
 impl Totals {
@@ -44,6 +46,7 @@ impl Totals {
             batches_failed: sum(|s| s.batches_failed),
             connections_closed_for_room: sum(|s| s.connections_closed_for_room),
             connections_denied: sum(|s| s.connections_denied),
+            bytes_sent: sum(|s| s.bytes_sent),
         }
     }
 
@@ -67,6 +70,7 @@ impl Totals {
                 before.connections_closed_for_room,
             ),
             connections_denied: grew(self.connections_denied, before.connections_denied),
+            bytes_sent: grew(self.bytes_sent, before.bytes_sent),
         }
     }
 }

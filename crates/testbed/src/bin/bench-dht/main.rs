@@ -191,6 +191,7 @@ async fn main() -> Result<()> {
     let sent = loopback_bytes()?;
     let announce = nodes.announce(&args, &inventory).await?;
     let announce_bytes = loopback_bytes()? - sent;
+    let announce_connection_bytes = Totals::of(&nodes.stats().await?).since(joined).bytes_sent;
     eprintln!("announced in {announce:.1?}");
     tokio::time::sleep(args.settle).await;
     let announced = Totals::of(&nodes.stats().await?);
@@ -213,6 +214,7 @@ async fn main() -> Result<()> {
         not_bootstrapped: nodes.not_bootstrapped,
         announce,
         announce_bytes,
+        announce_connection_bytes,
         lookups_took,
         walks_announcing: announced.since(joined).walks,
         walks_looking_up: looked_up.since(announced).walks,
