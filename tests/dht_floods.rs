@@ -177,24 +177,60 @@ async fn open_dht_node(
     Ok((node, peer, router_addr, addr))
 }
 
+/// A `spegel-node` with an open DHT ([`open_dht_node`]) whose containerd has pulled a
+/// one-layer image from a local upstream: the node advertises that layer.
+struct NodeWithAnImage {
+    node: SpegelNode,
+    peer: PeerId,
+    router_addr: std::net::SocketAddr,
+    multiaddr: Multiaddr,
+    layer: Key,
+    // Dropped after the node.
+    _containerd: Containerd,
+    _upstream: Upstream,
+    _layout: tempfile::TempDir,
+}
+
+impl NodeWithAnImage {
+    async fn start() -> Result<NodeWithAnImage> {
+        spegel_testbed::require_root_tools()?;
+        let upstream = Upstream::start().await?;
+        let layout = tempfile::tempdir()?;
+        let spec = ImageSpec {
+            layers: vec![1024],
+            multi_platform: false,
+        };
+        let image = spegel_testbed::build_oci_layout(layout.path(), &spec, "v1")?;
+        spegel_testbed::push(&image, &upstream.host(), "test/img").await?;
+        let containerd = Containerd::start().await?;
+        containerd.mirror_to(&upstream.host())?;
+        containerd
+            .cri_pull(&format!("{}/test/img:v1", upstream.host()))
+            .await?;
+        let (node, peer, router_addr, multiaddr) = open_dht_node(&containerd).await?;
+        Ok(NodeWithAnImage {
+            node,
+            peer,
+            router_addr,
+            multiaddr,
+            layer: Key::Digest(image.layer_digests[0].parse()?),
+            _containerd: containerd,
+            _upstream: upstream,
+            _layout: layout,
+        })
+    }
+}
+
 #[tokio::test]
 #[ignore = "long: about 2 minutes of flooding; CI runs it (scripts/test.sh --include-ignored)"]
 async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised() -> Result<()> {
-    spegel_testbed::require_root_tools()?;
-    let upstream = Upstream::start().await?;
-    let layout = tempfile::tempdir()?;
-    let spec = ImageSpec {
-        layers: vec![1024],
-        multi_platform: false,
-    };
-    let image = spegel_testbed::build_oci_layout(layout.path(), &spec, "v1")?;
-    spegel_testbed::push(&image, &upstream.host(), "test/img").await?;
-    let containerd = Containerd::start().await?;
-    containerd.mirror_to(&upstream.host())?;
-    containerd
-        .cri_pull(&format!("{}/test/img:v1", upstream.host()))
-        .await?;
-    let (node, node_peer, router_addr, node_multiaddr) = open_dht_node(&containerd).await?;
+    let held = NodeWithAnImage::start().await?;
+    let (node, node_peer, router_addr, node_multiaddr) = (
+        &held.node,
+        held.peer,
+        held.router_addr,
+        held.multiaddr.clone(),
+    );
 
     let mut swarm = rogue(node_peer, node_multiaddr)?;
     let started = Instant::now();
@@ -219,8 +255,7 @@ async fn junk_key_and_value_floods_leave_memory_bounded_and_own_keys_advertised(
     }
     let flood_took = started.elapsed();
 
-    let found =
-        found_by_a_member(router_addr, &Key::Digest(image.layer_digests[0].parse()?)).await?;
+    let found = found_by_a_member(router_addr, &held.layer.clone()).await?;
     let log = node.log()?;
     let peak = node.peak_rss()?;
     eprintln!(
@@ -555,21 +590,13 @@ async fn batch_flooder(index: usize, node: PeerId, addr: Multiaddr) -> Result<Fl
 #[ignore = "long: about 2 minutes of flooding; CI runs it (scripts/test.sh --include-ignored)"]
 async fn provider_batch_floods_are_refused_past_the_limits_and_honest_members_get_through()
 -> Result<()> {
-    spegel_testbed::require_root_tools()?;
-    let upstream = Upstream::start().await?;
-    let layout = tempfile::tempdir()?;
-    let spec = ImageSpec {
-        layers: vec![1024],
-        multi_platform: false,
-    };
-    let image = spegel_testbed::build_oci_layout(layout.path(), &spec, "v1")?;
-    spegel_testbed::push(&image, &upstream.host(), "test/img").await?;
-    let containerd = Containerd::start().await?;
-    containerd.mirror_to(&upstream.host())?;
-    containerd
-        .cri_pull(&format!("{}/test/img:v1", upstream.host()))
-        .await?;
-    let (node, node_peer, router_addr, node_multiaddr) = open_dht_node(&containerd).await?;
+    let held = NodeWithAnImage::start().await?;
+    let (node, node_peer, router_addr, node_multiaddr) = (
+        &held.node,
+        held.peer,
+        held.router_addr,
+        held.multiaddr.clone(),
+    );
     let before = spegel_testbed::attack::rss(node.pid().context("spegel-node exited")?)?;
 
     let flooders: Vec<_> = (0..BATCH_FLOODERS)
@@ -613,7 +640,7 @@ async fn provider_batch_floods_are_refused_past_the_limits_and_honest_members_ge
     let answered: u64 = seen.iter().map(|s| s.answered).sum();
     let answered_slow: u64 = seen.iter().map(|s| s.answered_slow).sum();
     let failed: u64 = seen.iter().map(|s| s.failed).sum();
-    let own = found_by_a_member(router_addr, &Key::Digest(image.layer_digests[0].parse()?)).await?;
+    let own = found_by_a_member(router_addr, &held.layer.clone()).await?;
     let mut honest_found = 0;
     for key in keys.iter().step_by(20) {
         if stored_at(node_peer, &node_multiaddr, key)
