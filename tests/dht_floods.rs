@@ -35,33 +35,43 @@ const BATCH: usize = 1_000;
 
 type Rogue = libp2p::Swarm<kad::Behaviour<MemoryStore>>;
 
+/// A libp2p peer with a fresh identity over TCP, Noise and yamux (no cluster secret: the
+/// nodes these tests flood run an open DHT), idle connections kept for a minute.
+fn plain_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    behaviour: impl FnOnce(&Keypair) -> B,
+) -> Result<libp2p::Swarm<B>> {
+    Ok(
+        libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )?
+            .with_behaviour(behaviour)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
 fn rogue(node: PeerId, addr: Multiaddr) -> Result<Rogue> {
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|key| {
-            let local = key.public().to_peer_id();
-            let mut config = kad::Config::new(StreamProtocol::new("/spegel/kad/1.0.0"));
-            config.set_query_timeout(Duration::from_secs(20));
-            let store = MemoryStore::with_config(
-                local,
-                MemoryStoreConfig {
-                    max_records: 1_000_000,
-                    max_provided_keys: 1_000_000,
-                    max_value_bytes: 1 << 20,
-                    ..MemoryStoreConfig::default()
-                },
-            );
-            let mut kad = kad::Behaviour::with_config(local, store, config);
-            kad.set_mode(Some(Mode::Server));
-            kad
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = plain_swarm(|key| {
+        let local = key.public().to_peer_id();
+        let mut config = kad::Config::new(StreamProtocol::new("/spegel/kad/1.0.0"));
+        config.set_query_timeout(Duration::from_secs(20));
+        let store = MemoryStore::with_config(
+            local,
+            MemoryStoreConfig {
+                max_records: 1_000_000,
+                max_provided_keys: 1_000_000,
+                max_value_bytes: 1 << 20,
+                ..MemoryStoreConfig::default()
+            },
+        );
+        let mut kad = kad::Behaviour::with_config(local, store, config);
+        kad.set_mode(Some(Mode::Server));
+        kad
+    })?;
     swarm.behaviour_mut().add_address(&node, addr);
     Ok(swarm)
 }
@@ -513,27 +523,18 @@ struct Flooded {
 /// other one slow, sending the next as soon as one ends.
 async fn batch_flooder(index: usize, node: PeerId, addr: Multiaddr) -> Result<Flooded> {
     use libp2p::request_response::{self, Event, Message, ProtocolSupport};
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(Keypair::generate_ed25519())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(
-                    StreamProtocol::new("/spegel/provide/1.0.0"),
-                    ProtocolSupport::Outbound,
-                )],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(90))
-                    .with_max_concurrent_streams(BATCH_STREAMS),
-            )
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let mut swarm = plain_swarm(|_| {
+        request_response::Behaviour::with_codec(
+            RawCodec,
+            [(
+                StreamProtocol::new("/spegel/provide/1.0.0"),
+                ProtocolSupport::Outbound,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(90))
+                .with_max_concurrent_streams(BATCH_STREAMS),
+        )
+    })?;
     swarm.add_peer_address(node, addr);
     let mut sent = 0;
     let mut open = std::collections::HashMap::new();
