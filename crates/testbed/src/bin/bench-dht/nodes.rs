@@ -172,12 +172,29 @@ impl Nodes {
         let ended_before: u64 = self.stats().await?.iter().map(|s| s.announcements).sum();
         let mut last_change = (ended_before, Instant::now());
         let mut next_progress = started + PROGRESS_EVERY;
+        let mut warned = false;
         loop {
             let stats = self.stats().await?;
             let pending: u64 = stats.iter().map(|s| s.announcements_pending).sum();
             let ended: u64 = stats.iter().map(|s| s.announcements).sum();
             if left.is_empty() && pending == 0 {
                 break;
+            }
+            // From 3/4 of the interval on, the first keys are announced again (sweeps on
+            // the routers' own schedule) and count as pending too. A short overlap still
+            // ends (N = 500 with 50 announcing at 10 minutes did); a long phase may never
+            // see `pending` at 0 (all 1,000 nodes with 2,000 keys each and a 2-hour
+            // interval: 77 % of the keys out after 79 minutes, sweeps of the first nodes
+            // due again from 90 on, each node sweeping again every 1.5-2 hours).
+            if !warned && started.elapsed() > args.republish_interval.mul_f64(0.75) {
+                warned = true;
+                eprintln!(
+                    "warning: announcing has taken {:.0?}, past 3/4 of --republish-interval \
+                     ({:.0?}): re-announcements have begun and may keep the phase from \
+                     ending; a longer --republish-interval (e.g. 86400s) avoids that",
+                    started.elapsed(),
+                    args.republish_interval
+                );
             }
             if ended != last_change.0 {
                 last_change = (ended, Instant::now());
