@@ -508,14 +508,12 @@ impl libp2p::request_response::Codec for RawCodec {
     }
 }
 
-/// What one flooder saw: batches answered (trickled ones apart), records the node said it
-/// kept, batches that failed (refused unread, dropped past the per-connection limit, or
-/// timed out).
+/// What one flooder saw: batches answered (trickled ones apart) and batches that failed
+/// (refused unread, dropped past the per-connection limit, or timed out).
 #[derive(Debug, Default)]
 struct Flooded {
     answered: u64,
     answered_slow: u64,
-    kept: u64,
     failed: u64,
 }
 
@@ -558,18 +556,13 @@ async fn batch_flooder(index: usize, node: PeerId, addr: Multiaddr) -> Result<Fl
             .context("a flooder's request never ended")?;
         match event {
             SwarmEvent::Behaviour(Event::Message {
-                message:
-                    Message::Response {
-                        request_id,
-                        response,
-                    },
+                message: Message::Response { request_id, .. },
                 ..
             }) => {
                 if open.remove(&request_id) == Some(true) {
                     seen.answered_slow += 1;
                 }
                 seen.answered += 1;
-                seen.kept += u64::from(response);
             }
             SwarmEvent::Behaviour(Event::OutboundFailure { request_id, .. }) => {
                 open.remove(&request_id);
