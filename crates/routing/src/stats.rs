@@ -38,8 +38,10 @@ pub struct RouterStats {
     /// `swarm/sweep.rs`), the walks they made, the provider batches they sent, those
     /// that failed (their keys are then announced one by one) and those sent again (their
     /// connection closed or they timed out), the records those batches
-    /// carried and those peers said they kept. A key a sweep placed counts as one announcement once
-    /// its batches are answered; walks and batches count as its `announcement_requests`.
+    /// carried and those peers said they kept. A key a sweep places counts as one announcement
+    /// when its batches are sent; walks and batches count as its `announcement_requests`. The
+    /// keys of a batch that failed count again when they are announced one by one, so
+    /// `announcements` counts attempts, not distinct keys.
     pub sweeps: u64,
     pub sweep_walks: u64,
     pub batches_sent: u64,
