@@ -426,6 +426,46 @@ async fn a_node_alone_fetches_at_once_without_the_claim_window() {
 /// On a busy node the lookups that would prove a node alone do not end in time: it cannot
 /// tell "nobody wants the blob" from "no answer yet", so it waits out the claim window
 /// instead of fetching at once (and maybe a second time for the cluster).
+/// A router too busy to take a lookup (its command queue full) costs a manifest request no
+/// more than the resolve timeout: 404, and containerd goes upstream.
+#[tokio::test(start_paused = true)]
+async fn a_router_too_busy_to_take_a_lookup_costs_a_manifest_the_resolve_timeout() {
+    let (_, digest) = blob(BLOB_LEN, 13);
+    let script = Script::new(PeerId::random());
+    script.take_lookups_after(Duration::from_secs(3600));
+    let config = MirrorConfig::default();
+    let resolve_timeout = config.resolve_timeout;
+    let node = Node::start(script, config).await;
+
+    let started = Instant::now();
+    let path = format!("/v2/library/app/manifests/{digest}?ns=example.com");
+    let response = get(node.addr, &path, &[]).await;
+    let took = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(took, resolve_timeout);
+}
+
+/// The same for a blob: every lookup the single flight makes is bounded too, so the node
+/// answers 404 within twice the claim window (270 ms with the defaults), not when the
+/// router gets round to it (before, the request waited for the router).
+#[tokio::test(start_paused = true)]
+async fn a_router_too_busy_to_take_a_lookup_costs_a_blob_the_claim_window() {
+    let (_, digest) = blob(BLOB_LEN, 14);
+    let script = Script::new(PeerId::random());
+    script.take_lookups_after(Duration::from_secs(3600));
+    let config = MirrorConfig::default();
+    let bound = 2 * config.claim_window;
+    let node = Node::start(script, config).await;
+
+    let started = Instant::now();
+    let response = get(node.addr, &blob_path(&digest), &[]).await;
+    let took = started.elapsed();
+
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(took <= bound, "answered after {took:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_node_whose_lookups_are_slow_does_not_take_itself_for_alone() {
     let (_, digest) = blob(BLOB_LEN, 12);

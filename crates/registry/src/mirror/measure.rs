@@ -317,10 +317,12 @@ impl Mirror {
     /// with it.
     async fn first_providers(&self, key: &Key, timeout: Duration) -> Vec<Provider> {
         let max = self.config.max_peers.max(1);
-        let Some(mut found) = self.resolver.resolve(key, max).await else {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let resolve = self.resolver.resolve(key, max);
+        let Ok(Some(mut found)) = tokio::time::timeout_at(deadline, resolve).await else {
             return Vec::new();
         };
-        let Ok(Some(first)) = tokio::time::timeout(timeout, found.recv()).await else {
+        let Ok(Some(first)) = tokio::time::timeout_at(deadline, found.recv()).await else {
             return Vec::new();
         };
         let mut providers = vec![first];

@@ -320,7 +320,8 @@ impl Mirror {
             (Key::Digest(digest.clone()), "complete"),
             (Key::InFlight(digest.clone()), IN_FLIGHT),
         ] {
-            let Some(mut providers) = self.resolver.resolve(&key, limit).await else {
+            let resolve = self.resolver.resolve(&key, limit);
+            let Ok(Some(mut providers)) = tokio::time::timeout_at(deadline, resolve).await else {
                 continue;
             };
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
@@ -663,7 +664,8 @@ impl Mirror {
     /// was still running, or found [`MAX_CLAIMANTS`] (then there may be more).
     async fn lookup_settled(&self, key: &Key, timeout: Duration) -> Option<Vec<Provider>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut providers = self.resolver.resolve(key, MAX_CLAIMANTS).await?;
+        let resolve = self.resolver.resolve(key, MAX_CLAIMANTS);
+        let mut providers = tokio::time::timeout_at(deadline, resolve).await.ok()??;
         let mut found = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, providers.recv()).await {
@@ -680,7 +682,8 @@ impl Mirror {
     async fn collect_for(&self, key: &Key, limit: usize, duration: Duration) -> Vec<Provider> {
         let deadline = tokio::time::Instant::now() + duration;
         let mut found = Vec::new();
-        if let Some(mut providers) = self.resolver.resolve(key, limit).await {
+        let resolve = self.resolver.resolve(key, limit);
+        if let Ok(Some(mut providers)) = tokio::time::timeout_at(deadline, resolve).await {
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
                 found.push(p);
             }

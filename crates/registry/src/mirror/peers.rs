@@ -37,13 +37,33 @@ impl Peers {
             None => max,
         };
         let started = Instant::now();
-        let first = match mirror.resolver.resolve(key, limit).await {
-            Some(mut found) => tokio::time::timeout(mirror.config.resolve_timeout, found.recv())
-                .await
-                .ok()
-                .flatten()
-                .map(|first| (first, found)),
-            None => None,
+        // One deadline for handing the lookup to the router (its queue may be full) and
+        // for the first provider to arrive.
+        let timeout = mirror.config.resolve_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let first = match tokio::time::timeout_at(deadline, mirror.resolver.resolve(key, limit))
+            .await
+        {
+            Ok(Some(mut found)) => match tokio::time::timeout_at(deadline, found.recv()).await {
+                Ok(Some(first)) => Some((first, found)),
+                // The log tells a lookup that ended empty from one that was too slow.
+                Ok(None) => {
+                    debug!(%key, took = ?started.elapsed(), "lookup ended with no provider");
+                    None
+                }
+                Err(_) => {
+                    debug!(%key, ?timeout, "no provider within the resolve timeout");
+                    None
+                }
+            },
+            Ok(None) => {
+                debug!(%key, "the router has stopped; no lookup");
+                None
+            }
+            Err(_) => {
+                debug!(%key, ?timeout, "router busy: lookup not started in time");
+                None
+            }
         };
         // Misses are timed too: a lookup that finds nobody costs containerd this long.
         mirror.metrics.observe_resolve("libp2p", started.elapsed());

@@ -92,6 +92,8 @@ pub struct Script {
     answers: Arc<Mutex<HashMap<Key, Vec<Provider>>>>,
     /// Lookups of these keys end only after this long (a busy DHT).
     slow: Arc<Mutex<HashMap<Key, Duration>>>,
+    /// Every lookup is taken only after this long (a router whose command queue is full).
+    busy: Arc<Mutex<Option<Duration>>>,
 }
 
 impl Script {
@@ -101,7 +103,13 @@ impl Script {
             local,
             answers: Arc::default(),
             slow: Arc::default(),
+            busy: Arc::default(),
         }
+    }
+
+    /// From now on, the router takes a lookup only `after` this long.
+    pub fn take_lookups_after(&self, after: Duration) {
+        *self.busy.lock().unwrap() = Some(after);
     }
 
     /// From now on, lookups of `key` find `providers`, in this order.
@@ -135,7 +143,13 @@ impl Resolver for Script {
                 drop(tx);
             });
         }
-        Box::pin(async move { Some(rx) })
+        let busy = *self.busy.lock().unwrap();
+        Box::pin(async move {
+            if let Some(after) = busy {
+                tokio::time::sleep(after).await;
+            }
+            Some(rx)
+        })
     }
 
     fn local_peer_id(&self) -> PeerId {
