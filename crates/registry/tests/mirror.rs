@@ -426,16 +426,21 @@ async fn a_node_alone_fetches_at_once_without_the_claim_window() {
 /// On a busy node the lookups that would prove a node alone do not end in time: it cannot
 /// tell "nobody wants the blob" from "no answer yet", so it waits out the claim window
 /// instead of fetching at once (and maybe a second time for the cluster).
+/// A node with the default config whose router takes a lookup only after an hour, and
+/// the digest of a blob (made from `seed`) that nobody holds.
+async fn node_with_a_busy_router(seed: u64) -> (Node, spegel_oci::Digest) {
+    let (_, digest) = blob(BLOB_LEN, seed);
+    let script = Script::new(PeerId::random());
+    script.take_lookups_after(Duration::from_secs(3600));
+    (Node::start(script, MirrorConfig::default()).await, digest)
+}
+
 /// A router too busy to take a lookup (its command queue full) costs a manifest request no
 /// more than the resolve timeout: 404, and containerd goes upstream.
 #[tokio::test(start_paused = true)]
 async fn a_router_too_busy_to_take_a_lookup_costs_a_manifest_the_resolve_timeout() {
-    let (_, digest) = blob(BLOB_LEN, 13);
-    let script = Script::new(PeerId::random());
-    script.take_lookups_after(Duration::from_secs(3600));
-    let config = MirrorConfig::default();
-    let resolve_timeout = config.resolve_timeout;
-    let node = Node::start(script, config).await;
+    let (node, digest) = node_with_a_busy_router(13).await;
+    let resolve_timeout = MirrorConfig::default().resolve_timeout;
 
     let started = Instant::now();
     let path = format!("/v2/library/app/manifests/{digest}?ns=example.com");
@@ -451,12 +456,8 @@ async fn a_router_too_busy_to_take_a_lookup_costs_a_manifest_the_resolve_timeout
 /// router gets round to it (before, the request waited for the router).
 #[tokio::test(start_paused = true)]
 async fn a_router_too_busy_to_take_a_lookup_costs_a_blob_the_claim_window() {
-    let (_, digest) = blob(BLOB_LEN, 14);
-    let script = Script::new(PeerId::random());
-    script.take_lookups_after(Duration::from_secs(3600));
-    let config = MirrorConfig::default();
-    let bound = 2 * config.claim_window;
-    let node = Node::start(script, config).await;
+    let (node, digest) = node_with_a_busy_router(14).await;
+    let bound = 2 * MirrorConfig::default().claim_window;
 
     let started = Instant::now();
     let response = get(node.addr, &blob_path(&digest), &[]).await;
