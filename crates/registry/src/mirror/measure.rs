@@ -318,8 +318,7 @@ impl Mirror {
     async fn first_providers(&self, key: &Key, timeout: Duration) -> Vec<Provider> {
         let max = self.config.max_peers.max(1);
         let deadline = tokio::time::Instant::now() + timeout;
-        let resolve = self.resolver.resolve(key, max);
-        let Ok(Some(mut found)) = tokio::time::timeout_at(deadline, resolve).await else {
+        let Some(mut found) = self.start_lookup(key, max, deadline).await else {
             return Vec::new();
         };
         let Ok(Some(first)) = tokio::time::timeout_at(deadline, found.recv()).await else {

@@ -228,6 +228,27 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// Hands a lookup of `key` to the router, waiting at most until `deadline` (its command
+    /// queue may be full); `None` when it was not taken in time or the router has stopped.
+    async fn start_lookup(
+        &self,
+        key: &Key,
+        limit: usize,
+        deadline: tokio::time::Instant,
+    ) -> Option<mpsc::Receiver<Provider>> {
+        match tokio::time::timeout_at(deadline, self.resolver.resolve(key, limit)).await {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => {
+                debug!(%key, "the router has stopped; no lookup");
+                None
+            }
+            Err(_) => {
+                debug!(%key, "router busy: lookup not started in time");
+                None
+            }
+        }
+    }
+
     /// A mirror resolving through `resolver` (the libp2p `Router` in production), counting
     /// into `metrics`.
     pub fn new(resolver: impl Resolver, config: MirrorConfig, metrics: Arc<Metrics>) -> Mirror {
@@ -320,8 +341,7 @@ impl Mirror {
             (Key::Digest(digest.clone()), "complete"),
             (Key::InFlight(digest.clone()), IN_FLIGHT),
         ] {
-            let resolve = self.resolver.resolve(&key, limit);
-            let Ok(Some(mut providers)) = tokio::time::timeout_at(deadline, resolve).await else {
+            let Some(mut providers) = self.start_lookup(&key, limit, deadline).await else {
                 continue;
             };
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
@@ -664,8 +684,7 @@ impl Mirror {
     /// was still running, or found [`MAX_CLAIMANTS`] (then there may be more).
     async fn lookup_settled(&self, key: &Key, timeout: Duration) -> Option<Vec<Provider>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let resolve = self.resolver.resolve(key, MAX_CLAIMANTS);
-        let mut providers = tokio::time::timeout_at(deadline, resolve).await.ok()??;
+        let mut providers = self.start_lookup(key, MAX_CLAIMANTS, deadline).await?;
         let mut found = Vec::new();
         loop {
             match tokio::time::timeout_at(deadline, providers.recv()).await {
@@ -682,8 +701,7 @@ impl Mirror {
     async fn collect_for(&self, key: &Key, limit: usize, duration: Duration) -> Vec<Provider> {
         let deadline = tokio::time::Instant::now() + duration;
         let mut found = Vec::new();
-        let resolve = self.resolver.resolve(key, limit);
-        if let Ok(Some(mut providers)) = tokio::time::timeout_at(deadline, resolve).await {
+        if let Some(mut providers) = self.start_lookup(key, limit, deadline).await {
             while let Ok(Some(p)) = tokio::time::timeout_at(deadline, providers.recv()).await {
                 found.push(p);
             }

@@ -41,10 +41,8 @@ impl Peers {
         // for the first provider to arrive.
         let timeout = mirror.config.resolve_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let first = match tokio::time::timeout_at(deadline, mirror.resolver.resolve(key, limit))
-            .await
-        {
-            Ok(Some(mut found)) => match tokio::time::timeout_at(deadline, found.recv()).await {
+        let first = match mirror.start_lookup(key, limit, deadline).await {
+            Some(mut found) => match tokio::time::timeout_at(deadline, found.recv()).await {
                 Ok(Some(first)) => Some((first, found)),
                 // The log tells a lookup that ended empty from one that was too slow.
                 Ok(None) => {
@@ -56,14 +54,7 @@ impl Peers {
                     None
                 }
             },
-            Ok(None) => {
-                debug!(%key, "the router has stopped; no lookup");
-                None
-            }
-            Err(_) => {
-                debug!(%key, ?timeout, "router busy: lookup not started in time");
-                None
-            }
+            None => None,
         };
         // Misses are timed too: a lookup that finds nobody costs containerd this long.
         mirror.metrics.observe_resolve("libp2p", started.elapsed());
